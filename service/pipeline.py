@@ -1,0 +1,214 @@
+"""The path of one frame through one model: decode, batch, infer, encode.
+
+Decoding and encoding run on the shared codec threads, inference on the model's own engine
+thread; the event loop only moves frames between them. When batches close is not decided here
+but by `batcher.Batcher`: this module runs a batch whenever the batcher hands one out and the
+engine has room for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.batcher import Batch, Batcher, BatchPolicy, Clock
+from service.codec import EncodedMask, JpegCodec
+from service.engine import Engine
+from service.errors import FrameError, FrameErrorReason, InvalidConfigError
+from service.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MaskRequest:
+    """What the caller wants back. A size of 0 x 0 means the frame's own size."""
+
+    width: int
+    height: int
+    encoding: int  # pb.MaskEncoding
+
+    def check(self, max_pixels: int) -> None:
+        if (self.width == 0) != (self.height == 0):
+            raise InvalidConfigError(
+                f"mask size must give both width and height, or neither; "
+                f"was {self.width}x{self.height}"
+            )
+        if self.width * self.height > max_pixels:
+            raise InvalidConfigError(
+                f"mask {self.width}x{self.height} has more than {max_pixels} pixels"
+            )
+
+
+@dataclass
+class FrameTimings:
+    admission_wait_s: float = 0.0
+    decode_s: float = 0.0
+    batch_wait_s: float = 0.0
+    inference_s: float = 0.0
+    encode_s: float = 0.0
+    total_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class SegmentedFrame:
+    mask: EncodedMask
+    batch_size: int
+    timings: FrameTimings
+
+
+@dataclass(frozen=True)
+class _BatchOutput:
+    alpha: np.ndarray  # float32 (H, W) at the model's input size
+    batch_size: int
+    batch_wait_s: float
+    inference_s: float
+
+
+@dataclass(eq=False)
+class _WaitingFrame:
+    pixels: np.ndarray
+    output: asyncio.Future[_BatchOutput]
+
+
+class ModelPipeline:
+    """Serves one model to every stream: many callers of `segment()`, one engine thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        codec: JpegCodec,
+        codec_executor: Executor,
+        policy: BatchPolicy,
+        max_batches_in_flight: int,
+        metrics: ServiceMetrics,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.spec = engine.spec
+        self._codec = codec
+        self._codec_executor = codec_executor
+        self._engine_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"engine-{self.spec.name}"
+        )
+        self._batcher: Batcher[_WaitingFrame] = Batcher(policy, clock)
+        self._max_batches_in_flight = max_batches_in_flight
+        self._batches_in_flight = 0
+        self._metrics = metrics
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Warms the engine up on its own thread, then starts taking batches."""
+        await asyncio.get_running_loop().run_in_executor(self._engine_executor, self.engine.warm_up)
+        self._loop_task = asyncio.create_task(self._run_batches(), name=f"batches-{self.spec.name}")
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await asyncio.gather(*self._batch_tasks, return_exceptions=True)
+        self._engine_executor.shutdown(wait=True)
+
+    async def segment(self, jpeg: bytes, mask: MaskRequest) -> SegmentedFrame:
+        """Segments one frame; raises FrameError when this frame cannot be served."""
+        loop = asyncio.get_running_loop()
+        started = self._clock()
+        decoded = await loop.run_in_executor(
+            self._codec_executor,
+            self._codec.decode_for_model,
+            jpeg,
+            self.spec.input_width,
+            self.spec.input_height,
+        )
+        decoded_at = self._clock()
+        waiting = _WaitingFrame(decoded.pixels, loop.create_future())
+        self._batcher.add(waiting)
+        self._wakeup.set()
+        try:
+            output = await waiting.output
+        except asyncio.CancelledError:
+            self._batcher.remove(waiting)
+            raise
+        encode_started = self._clock()
+        encoded = await loop.run_in_executor(
+            self._codec_executor,
+            self._codec.encode_mask,
+            output.alpha,
+            mask.width or decoded.width,
+            mask.height or decoded.height,
+            mask.encoding,
+        )
+        finished = self._clock()
+        timings = FrameTimings(
+            decode_s=decoded_at - started,
+            batch_wait_s=output.batch_wait_s,
+            inference_s=output.inference_s,
+            encode_s=finished - encode_started,
+            total_s=finished - started,
+        )
+        return SegmentedFrame(mask=encoded, batch_size=output.batch_size, timings=timings)
+
+    async def _run_batches(self) -> None:
+        while True:
+            while self._batches_in_flight < self._max_batches_in_flight:
+                batch = self._batcher.take_batch()
+                if batch is None:
+                    break
+                self._batches_in_flight += 1
+                task = asyncio.create_task(self._run_batch(batch))
+                self._batch_tasks.add(task)
+                task.add_done_callback(self._batch_tasks.discard)
+            # With the engine full, only a finished batch (which sets the event) can free it.
+            room = self._batches_in_flight < self._max_batches_in_flight
+            timeout = self._batcher.seconds_until_due() if room else None
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def _run_batch(self, batch: Batch[_WaitingFrame]) -> None:
+        # Frames whose caller went away while the batch formed are not run.
+        live = [
+            (frame, waited_s)
+            for frame, waited_s in zip(batch.items, batch.waited_s, strict=True)
+            if not frame.output.done()
+        ]
+        frames = [frame for frame, _ in live]
+        try:
+            if not frames:
+                return
+            alphas, inference_s = await asyncio.get_running_loop().run_in_executor(
+                self._engine_executor, self._infer, [frame.pixels for frame in frames]
+            )
+            self._metrics.observe_batch(self.spec.name, len(frames), inference_s)
+            for (frame, batch_wait_s), alpha in zip(live, alphas, strict=True):
+                if not frame.output.done():
+                    frame.output.set_result(
+                        _BatchOutput(alpha, len(frames), batch_wait_s, inference_s)
+                    )
+        except Exception as error:
+            log.exception("inference of a batch of %d frames failed", len(frames))
+            failure = FrameError(FrameErrorReason.INTERNAL, f"inference failed: {error}")
+            for frame in frames:
+                if not frame.output.done():
+                    frame.output.set_exception(failure)
+        finally:
+            self._batches_in_flight -= 1
+            self._wakeup.set()
+
+    def _infer(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, float]:
+        started = time.perf_counter()
+        alphas = self.engine.infer(np.stack(pixels))
+        if len(alphas) != len(pixels):
+            raise RuntimeError(f"engine returned {len(alphas)} masks for {len(pixels)} frames")
+        return alphas, time.perf_counter() - started

@@ -1,0 +1,228 @@
+"""The gRPC servicer: protobuf in and out, and the one place that maps errors to status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import grpc
+
+from segmentation.v1 import segmentation_pb2 as pb
+from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from service.codec import EncodedMask
+from service.config import ServiceConfig
+from service.errors import (
+    FrameError,
+    FrameErrorReason,
+    InvalidConfigError,
+    StreamIdInUseError,
+    StreamProtocolError,
+    UnknownModelError,
+)
+from service.metrics import ServiceMetrics
+from service.pipeline import FrameTimings, MaskRequest, ModelPipeline
+from service.streams import (
+    FrameAnswer,
+    FrameOutcome,
+    IncomingFrame,
+    StreamRegistry,
+    VideoStream,
+)
+
+log = logging.getLogger(__name__)
+
+_STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
+    StreamProtocolError: grpc.StatusCode.INVALID_ARGUMENT,
+    InvalidConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    UnknownModelError: grpc.StatusCode.NOT_FOUND,
+    StreamIdInUseError: grpc.StatusCode.ALREADY_EXISTS,
+}
+
+_OUTCOME_STATUS = {
+    FrameOutcome.OK: pb.StreamSegmentResponse.OK,
+    FrameOutcome.DROPPED: pb.StreamSegmentResponse.DROPPED,
+    FrameOutcome.ERROR: pb.StreamSegmentResponse.ERROR,
+}
+
+
+def _status_of_frame_error(error: FrameError) -> grpc.StatusCode:
+    if error.reason == FrameErrorReason.INTERNAL:
+        return grpc.StatusCode.INTERNAL
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _mask_message(mask: EncodedMask) -> pb.Mask:
+    return pb.Mask(width=mask.width, height=mask.height, encoding=mask.encoding, data=mask.data)
+
+
+def _timings_message(timings: FrameTimings, admission_wait_s: float) -> pb.StageTimings:
+    return pb.StageTimings(
+        admission_wait_ms=admission_wait_s * 1e3,
+        decode_ms=timings.decode_s * 1e3,
+        batch_wait_ms=timings.batch_wait_s * 1e3,
+        inference_ms=timings.inference_s * 1e3,
+        encode_ms=timings.encode_s * 1e3,
+        total_ms=(timings.total_s + admission_wait_s) * 1e3,
+    )
+
+
+class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
+    def __init__(
+        self,
+        config: ServiceConfig,
+        pipelines: Mapping[str, ModelPipeline],
+        streams: StreamRegistry,
+        metrics: ServiceMetrics,
+    ) -> None:
+        self._config = config
+        self._pipelines = pipelines
+        self._streams = streams
+        self._metrics = metrics
+
+    def _pipeline(self, model: str) -> ModelPipeline:
+        name = model or self._config.default_model
+        try:
+            return self._pipelines[name]
+        except KeyError:
+            raise UnknownModelError(
+                f"model {name!r} is not loaded here; loaded models: {sorted(self._pipelines)}"
+            ) from None
+
+    def _mask_request(self, width: int, height: int, encoding: int) -> MaskRequest:
+        if encoding not in pb.MaskEncoding.values():
+            raise InvalidConfigError(f"unknown mask encoding {encoding}")
+        mask = MaskRequest(width, height, encoding or pb.MASK_ENCODING_RAW_U8)
+        mask.check(self._config.max_frame_pixels)
+        return mask
+
+    async def StreamSegment(
+        self,
+        request_iterator: AsyncIterator[pb.StreamSegmentRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.StreamSegmentResponse]:
+        stream: VideoStream | None = None
+        reader: asyncio.Task[None] | None = None
+        try:
+            try:
+                first = await anext(aiter(request_iterator))
+            except StopAsyncIteration:
+                return  # the caller closed without sending anything
+            stream = self._open_stream(first)
+            self._metrics.active_streams.inc()
+            reader = asyncio.create_task(self._read_frames(request_iterator, stream))
+            async for answer in stream.answers():
+                self._observe(stream.model, answer)
+                yield self._response(stream.stream_id, answer)
+        except tuple(_STATUS_OF_ERROR) as error:
+            await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
+        finally:
+            # Runs on normal end, on abort, and when the caller vanished (cancellation).
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+            if stream is not None:
+                await self._streams.close(stream)
+                self._metrics.active_streams.dec()
+
+    def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
+        if not first.HasField("config"):
+            raise StreamProtocolError(
+                "the first message of a stream must be a StreamConfig; got a Frame"
+            )
+        config = first.config
+        pipeline = self._pipeline(config.model)
+        mask = self._mask_request(config.mask_width, config.mask_height, config.mask_encoding)
+        return self._streams.open(
+            config.stream_id,
+            lambda stream_id: VideoStream(
+                stream_id,
+                pipeline.spec.name,
+                mask,
+                pipeline.segment,
+                self._config.max_frames_in_flight_per_stream,
+            ),
+        )
+
+    async def _read_frames(
+        self, request_iterator: AsyncIterator[pb.StreamSegmentRequest], stream: VideoStream
+    ) -> None:
+        try:
+            async for request in request_iterator:
+                if not request.HasField("frame"):
+                    raise StreamProtocolError(
+                        "a stream carries one StreamConfig, first; got a second one"
+                    )
+                frame = request.frame
+                stream.submit(IncomingFrame(frame.frame_id, frame.capture_timestamp_us, frame.jpeg))
+            stream.end_input()
+        except StreamProtocolError as error:
+            stream.fail(error)
+
+    def _observe(self, model: str, answer: FrameAnswer) -> None:
+        reason = answer.error.reason if answer.error else ""
+        total_s = None
+        if answer.segmented is not None:
+            total_s = answer.segmented.timings.total_s + answer.admission_wait_s
+        self._metrics.observe_frame(model, answer.outcome, reason, total_s)
+
+    @staticmethod
+    def _response(stream_id: str, answer: FrameAnswer) -> pb.StreamSegmentResponse:
+        response = pb.StreamSegmentResponse(
+            stream_id=stream_id,
+            frame_id=answer.frame_id,
+            capture_timestamp_us=answer.capture_timestamp_us,
+            status=_OUTCOME_STATUS[answer.outcome],
+        )
+        if answer.segmented is not None:
+            response.mask.CopyFrom(_mask_message(answer.segmented.mask))
+            response.batch_size = answer.segmented.batch_size
+            response.timings.CopyFrom(
+                _timings_message(answer.segmented.timings, answer.admission_wait_s)
+            )
+        if answer.error is not None:
+            response.error_reason = answer.error.reason
+            response.error_message = answer.error.message
+        return response
+
+    async def Segment(
+        self, request: pb.SegmentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SegmentResponse:
+        try:
+            pipeline = self._pipeline(request.model)
+            mask = self._mask_request(
+                request.mask_width, request.mask_height, request.mask_encoding
+            )
+            segmented = await pipeline.segment(request.jpeg, mask)
+        except (InvalidConfigError, UnknownModelError) as error:
+            await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
+        except FrameError as error:
+            self._metrics.observe_frame(pipeline.spec.name, FrameOutcome.ERROR, error.reason, None)
+            await context.abort(_status_of_frame_error(error), str(error))
+        self._metrics.observe_frame(
+            pipeline.spec.name, FrameOutcome.OK, "", segmented.timings.total_s
+        )
+        return pb.SegmentResponse(
+            mask=_mask_message(segmented.mask),
+            timings=_timings_message(segmented.timings, 0.0),
+            batch_size=segmented.batch_size,
+        )
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        return pb.ListModelsResponse(
+            models=[
+                pb.ModelInfo(
+                    name=name,
+                    input_width=pipeline.spec.input_width,
+                    input_height=pipeline.spec.input_height,
+                    engine=pipeline.engine.name,
+                    device=pipeline.engine.device,
+                    is_default=name == self._config.default_model,
+                )
+                for name, pipeline in self._pipelines.items()
+            ]
+        )

@@ -1,0 +1,220 @@
+"""Per-stream state: newest-frame admission and answers in frame order.
+
+A live video wants its newest frame segmented, not a queue that grows. So a stream has at most
+`max_in_flight` frames in the pipeline and one more waiting to enter it; a newer frame replaces
+the waiting one, which is answered DROPPED at once. Every frame gets exactly one answer, and
+answers leave in the order the frames came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from service.batcher import Clock
+from service.errors import FrameError, FrameErrorReason, StreamIdInUseError
+from service.pipeline import MaskRequest, SegmentedFrame
+
+log = logging.getLogger(__name__)
+
+Segmenter = Callable[[bytes, MaskRequest], Awaitable[SegmentedFrame]]
+
+
+class FrameOutcome(StrEnum):
+    OK = "ok"
+    DROPPED = "dropped"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class IncomingFrame:
+    frame_id: int
+    capture_timestamp_us: int
+    jpeg: bytes
+
+
+@dataclass(frozen=True)
+class FrameAnswer:
+    frame_id: int
+    capture_timestamp_us: int
+    outcome: FrameOutcome
+    segmented: SegmentedFrame | None = None  # set when OK
+    error: FrameError | None = None  # set when ERROR
+    admission_wait_s: float = 0.0
+
+
+@dataclass(eq=False)
+class _PendingFrame:
+    frame: IncomingFrame
+    answer: asyncio.Future[FrameAnswer]
+    arrived_at: float
+
+
+class VideoStream:
+    def __init__(
+        self,
+        stream_id: str,
+        model: str,
+        mask: MaskRequest,
+        segment: Segmenter,
+        max_in_flight: int,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.stream_id = stream_id
+        self.model = model
+        self.mask = mask
+        self._segment = segment
+        self._max_in_flight = max_in_flight
+        self._clock = clock
+        self._answers: deque[asyncio.Future[FrameAnswer]] = deque()  # in frame order
+        self._waiting: _PendingFrame | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._input_ended = False
+        self._failure: BaseException | None = None
+        self._closed = False
+        self._answers_changed = asyncio.Event()
+
+    @property
+    def frames_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def has_waiting_frame(self) -> bool:
+        return self._waiting is not None
+
+    def submit(self, frame: IncomingFrame) -> None:
+        """Admits a frame: starts it, or makes it the waiting one (dropping the one before)."""
+        pending = _PendingFrame(frame, asyncio.get_running_loop().create_future(), self._clock())
+        self._answers.append(pending.answer)
+        self._answers_changed.set()
+        if len(self._in_flight) < self._max_in_flight:
+            self._start(pending)
+            return
+        if self._waiting is not None:
+            replaced = self._waiting.frame
+            self._waiting.answer.set_result(
+                FrameAnswer(replaced.frame_id, replaced.capture_timestamp_us, FrameOutcome.DROPPED)
+            )
+        self._waiting = pending
+
+    def end_input(self) -> None:
+        """The caller sends no more frames; answers end after the last one."""
+        self._input_ended = True
+        self._answers_changed.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Ends the answers with `error` (a broken stream), raised by `answers()`."""
+        self._failure = error
+        self._answers_changed.set()
+
+    async def answers(self) -> AsyncIterator[FrameAnswer]:
+        """Every frame's answer, in frame order, until the input ends and all are answered."""
+        while True:
+            if self._failure is not None:
+                raise self._failure
+            if self._answers:
+                head = self._answers[0]
+                if not head.done():
+                    # Wake up for the head's answer or for a failure, whichever comes first.
+                    self._answers_changed.clear()
+                    changed = asyncio.ensure_future(self._answers_changed.wait())
+                    try:
+                        await asyncio.wait({head, changed}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        changed.cancel()
+                    continue
+                self._answers.popleft()
+                yield head.result()
+            elif self._input_ended:
+                return
+            else:
+                self._answers_changed.clear()
+                await self._answers_changed.wait()
+
+    async def close(self) -> None:
+        """Frees everything the stream holds; frames not yet answered are abandoned."""
+        self._closed = True
+        self._waiting = None
+        tasks = list(self._in_flight)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for answer in self._answers:
+            answer.cancel()
+        self._answers.clear()
+
+    def _start(self, pending: _PendingFrame) -> None:
+        task = asyncio.create_task(self._process(pending))
+        self._in_flight.add(task)
+        task.add_done_callback(self._on_frame_done)
+
+    def _on_frame_done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._waiting is not None and not self._closed:
+            pending, self._waiting = self._waiting, None
+            self._start(pending)
+
+    async def _process(self, pending: _PendingFrame) -> None:
+        frame = pending.frame
+        admission_wait_s = self._clock() - pending.arrived_at
+        try:
+            segmented = await self._segment(frame.jpeg, self.mask)
+            answer = FrameAnswer(
+                frame.frame_id,
+                frame.capture_timestamp_us,
+                FrameOutcome.OK,
+                segmented=segmented,
+                admission_wait_s=admission_wait_s,
+            )
+        except FrameError as error:
+            answer = FrameAnswer(
+                frame.frame_id,
+                frame.capture_timestamp_us,
+                FrameOutcome.ERROR,
+                error=error,
+                admission_wait_s=admission_wait_s,
+            )
+        except Exception as error:  # a bug must cost one frame, not the stream
+            log.exception("frame %d of stream %s failed", frame.frame_id, self.stream_id)
+            answer = FrameAnswer(
+                frame.frame_id,
+                frame.capture_timestamp_us,
+                FrameOutcome.ERROR,
+                error=FrameError(FrameErrorReason.INTERNAL, f"internal error: {error}"),
+                admission_wait_s=admission_wait_s,
+            )
+        if not pending.answer.done():
+            pending.answer.set_result(answer)
+
+
+class StreamRegistry:
+    """The open streams of this replica, by id."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, VideoStream] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def __contains__(self, stream_id: str) -> bool:
+        return stream_id in self._streams
+
+    def open(self, stream_id: str, create: Callable[[str], VideoStream]) -> VideoStream:
+        """Registers a new stream; an empty id gets a fresh one."""
+        stream_id = stream_id or uuid.uuid4().hex
+        if stream_id in self._streams:
+            raise StreamIdInUseError(f"stream id {stream_id!r} is already open on this server")
+        stream = create(stream_id)
+        self._streams[stream_id] = stream
+        return stream
+
+    async def close(self, stream: VideoStream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+        await stream.close()
