@@ -1,0 +1,40 @@
+"""Shared fixtures: a real server on loopback and the model files it serves."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from models.fetch import ensure_model_files
+from models.registry import MODELS
+from segmentation_client import SegmentationClient
+from service.app import RunningService, running_server
+from service.config import ServiceConfig
+
+
+def loopback_config(**overrides: object) -> ServiceConfig:
+    """The server's own config (flags and SEGMENTATION_* variables) on a free loopback port."""
+    config = ServiceConfig.from_args(["--address", "127.0.0.1:0", "--metrics-port", "0"])
+    return dataclasses.replace(config, **overrides)
+
+
+@pytest.fixture(scope="session")
+def model_paths() -> dict[str, Path]:
+    config = loopback_config()
+    return ensure_model_files(MODELS.values(), Path(config.model_dir), fetch=config.fetch_models)
+
+
+@pytest.fixture(scope="session")
+async def server() -> AsyncIterator[RunningService]:
+    """One server with the default settings, shared by the tests that need no special ones."""
+    async with running_server(loopback_config()) as service:
+        yield service
+
+
+@pytest.fixture
+async def client(server: RunningService) -> AsyncIterator[SegmentationClient]:
+    async with SegmentationClient(server.target) as segmentation_client:
+        yield segmentation_client

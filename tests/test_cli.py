@@ -1,0 +1,125 @@
+"""The two console scripts as a user runs them: a server process and the client CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from models.registry import model_spec
+from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
+from tests.reference import iou, reference_mask
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on {port} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def server_process() -> Iterator[tuple[str, int]]:
+    port, metrics_port = free_port(), free_port()
+    environ = dict(os.environ, SEGMENTATION_METRICS_PORT=str(metrics_port))
+    process = subprocess.Popen(
+        [BIN / "segmentation-server", "--address", f"127.0.0.1:{port}"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for_port(port, process)
+        yield f"127.0.0.1:{port}", metrics_port
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "shutting down" in output
+
+
+def run_client(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BIN / "segmentation-client", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_segment_writes_a_mask_png_that_covers_the_person(
+    server_process: tuple[str, int], tmp_path: Path, model_paths: dict[str, Path]
+) -> None:
+    target, _ = server_process
+    image = tmp_path / "astronaut.jpg"
+    image.write_bytes(astronaut_jpeg())
+    out = tmp_path / "mask.png"
+    result = run_client("--target", target, "segment", str(image), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    mask = Image.open(out)
+    assert mask.mode == "L" and mask.size == (512, 512)
+    person = np.asarray(mask) >= 128
+    spec = model_spec("selfie-general")
+    assert iou(person, reference_mask(image.read_bytes(), spec, model_paths[spec.name])) >= 0.99
+
+
+def test_stream_writes_every_mask_and_a_summary(
+    server_process: tuple[str, int], tmp_path: Path
+) -> None:
+    target, metrics_port = server_process
+    files = []
+    for n, jpeg in enumerate([grace_hopper_jpeg(), video_frame_jpeg(640, 480), astronaut_jpeg()]):
+        files.append(tmp_path / f"frame{n}.jpg")
+        files[-1].write_bytes(jpeg)
+    out = tmp_path / "masks"
+    result = run_client(
+        "--target", target, "stream", *map(str, files), "--fps", "10", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["frame0.png", "frame1.png", "frame2.png"]
+    assert Image.open(out / "frame1.png").size == (640, 480)
+    assert "3 frames: 3 ok, 0 dropped, 0 error" in result.stdout
+    assert "latency ms: p50" in result.stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics") as response:
+        metrics = response.read().decode()
+    ok_frames = [
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "segmentation_frames_total" and sample.labels["outcome"] == "ok"
+    ]
+    assert sum(ok_frames) >= 3, "the server counts the streamed frames"
+
+
+def test_the_client_reports_a_refused_call_with_its_status(
+    server_process: tuple[str, int], tmp_path: Path
+) -> None:
+    target, _ = server_process
+    image = tmp_path / "broken.jpg"
+    image.write_bytes(b"\xff\xd8 no more")
+    result = run_client("--target", target, "segment", str(image), "--out", str(tmp_path / "m.png"))
+    assert result.returncode == 2
+    assert "INVALID_ARGUMENT" in result.stderr and "corrupt_jpeg" in result.stderr

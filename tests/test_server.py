@@ -1,0 +1,307 @@
+"""The real server on loopback, the real model, real photos of people."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from models.registry import model_spec
+from segmentation.v1 import segmentation_pb2 as pb
+from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from segmentation_client import FrameToSend, SegmentationClient, SegmentationError, mask_to_array
+from service.app import RunningService, running_server
+from tests.conftest import loopback_config
+from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
+from tests.reference import iou, reference_mask
+
+OK = pb.StreamSegmentResponse.OK
+DROPPED = pb.StreamSegmentResponse.DROPPED
+ERROR = pb.StreamSegmentResponse.ERROR
+
+
+async def closed_loop_stream(
+    client: SegmentationClient, jpegs: Sequence[bytes], window: int = 2, **options: object
+) -> list[pb.StreamSegmentResponse]:
+    """Sends each frame as soon as fewer than `window` frames are unanswered."""
+    room = asyncio.Semaphore(window)
+
+    async def frames() -> AsyncIterator[FrameToSend]:
+        for frame_id, jpeg in enumerate(jpegs):
+            await room.acquire()
+            yield FrameToSend(frame_id, jpeg, capture_timestamp_us=frame_id * 33_333)
+
+    responses = []
+    async for response in client.stream(frames(), **options):
+        responses.append(response)
+        room.release()
+    return responses
+
+
+async def burst_stream(
+    client: SegmentationClient, jpegs: Sequence[bytes], **options: object
+) -> list[pb.StreamSegmentResponse]:
+    """Sends every frame at once, without waiting for answers."""
+
+    async def frames() -> AsyncIterator[FrameToSend]:
+        for frame_id, jpeg in enumerate(jpegs):
+            yield FrameToSend(frame_id, jpeg)
+
+    return [response async for response in client.stream(frames(), **options)]
+
+
+def person_mask(mask: pb.Mask) -> np.ndarray:
+    return mask_to_array(mask) >= 128
+
+
+@pytest.mark.parametrize("model", ["selfie-general", "selfie-landscape"])
+@pytest.mark.parametrize("photo", [astronaut_jpeg, grace_hopper_jpeg], ids=["astronaut", "hopper"])
+async def test_masks_match_the_model_run_directly_on_the_same_pixels(
+    client: SegmentationClient, model_paths: dict[str, Path], model: str, photo
+) -> None:
+    jpeg = photo()
+    expected = reference_mask(jpeg, model_spec(model), model_paths[model])
+    response = await client.segment(jpeg, model=model, mask_encoding=pb.MASK_ENCODING_RAW_U8)
+    mask = person_mask(response.mask)
+    assert mask.shape == expected.shape
+    assert 0.15 < mask.mean() < 0.85, "the photo shows a person: the mask covers part of it"
+    assert iou(mask, expected) >= 0.99
+
+
+async def test_a_stream_returns_every_frame_masked_in_order_with_stage_timings(
+    client: SegmentationClient, model_paths: dict[str, Path]
+) -> None:
+    jpeg = grace_hopper_jpeg()
+    expected = reference_mask(jpeg, model_spec("selfie-general"), model_paths["selfie-general"])
+    responses = await closed_loop_stream(
+        client, [jpeg] * 6, stream_id="hopper", mask_encoding=pb.MASK_ENCODING_PNG
+    )
+    assert [r.frame_id for r in responses] == list(range(6))
+    assert [r.capture_timestamp_us for r in responses] == [n * 33_333 for n in range(6)]
+    for response in responses:
+        assert response.status == OK and response.stream_id == "hopper"
+        assert response.mask.encoding == pb.MASK_ENCODING_PNG
+        assert iou(person_mask(response.mask), expected) >= 0.99
+        timings = response.timings
+        assert timings.decode_ms > 0 and timings.inference_ms > 0 and timings.encode_ms > 0
+        stages = (
+            timings.admission_wait_ms + timings.decode_ms + timings.batch_wait_ms
+            + timings.inference_ms + timings.encode_ms
+        )  # fmt: skip
+        assert stages <= timings.total_ms * 1.01
+        assert response.batch_size >= 1
+
+
+async def test_a_requested_mask_size_and_jpeg_encoding(client: SegmentationClient) -> None:
+    response = await client.segment(
+        video_frame_jpeg(1280, 720),
+        model="selfie-landscape",
+        mask_width=320,
+        mask_height=180,
+        mask_encoding=pb.MASK_ENCODING_JPEG,
+    )
+    assert (response.mask.width, response.mask.height) == (320, 180)
+    assert mask_to_array(response.mask).shape == (180, 320)
+
+
+async def test_eight_concurrent_streams_each_frame_answered_once_and_batched(
+    server: RunningService, client: SegmentationClient
+) -> None:
+    frames_per_stream = 24
+    jpegs = [video_frame_jpeg(640, 480, shift=8 * n) for n in range(frames_per_stream)]
+    results = await asyncio.gather(
+        *(closed_loop_stream(client, jpegs, stream_id=f"call-{n}") for n in range(8))
+    )
+    batch_sizes = []
+    for responses in results:
+        assert [r.frame_id for r in responses] == list(range(frames_per_stream))
+        assert all(r.status == OK for r in responses)
+        batch_sizes += [r.batch_size for r in responses]
+    assert max(batch_sizes) > 1, f"no batch held more than one frame: {batch_sizes}"
+    assert len(server.streams) == 0
+
+
+async def test_a_burst_is_answered_in_order_with_the_stale_frames_dropped(
+    client: SegmentationClient,
+) -> None:
+    jpegs = [video_frame_jpeg(640, 480, shift=n) for n in range(30)]
+    responses = await burst_stream(client, jpegs)
+    assert [r.frame_id for r in responses] == list(range(30))
+    statuses = [r.status for r in responses]
+    assert set(statuses) <= {OK, DROPPED}
+    assert statuses.count(DROPPED) > 0, "a burst faster than the model must drop stale frames"
+    assert statuses[0] == OK and statuses[-1] == OK, "the first and the newest frame are served"
+    for response in responses:
+        assert response.HasField("mask") == (response.status == OK)
+
+
+async def test_a_corrupt_frame_is_answered_error_and_the_stream_goes_on(
+    client: SegmentationClient,
+) -> None:
+    good = astronaut_jpeg()
+    jpegs = [good, good[: len(good) // 2], b"this is not a jpeg", good]
+    responses = await closed_loop_stream(client, jpegs, window=1)
+    assert [r.status for r in responses] == [OK, ERROR, ERROR, OK]
+    assert [r.error_reason for r in responses] == ["", "corrupt_jpeg", "corrupt_jpeg", ""]
+    assert "Premature end of JPEG file" in responses[1].error_message
+    assert "Not a JPEG file" in responses[2].error_message
+
+
+async def test_frames_over_the_byte_or_pixel_limit_are_refused_before_decoding() -> None:
+    config = loopback_config(
+        models=("selfie-general",), max_frame_bytes=400_000, max_frame_pixels=1280 * 720
+    )
+    async with running_server(config) as service, SegmentationClient(service.target) as client:
+        too_many_pixels = video_frame_jpeg(1920, 1080)
+        noise = np.random.default_rng(1).integers(0, 256, (720, 1280, 3), np.uint8)
+        too_many_bytes = np.asarray(noise).tobytes()[:400_001]
+        jpegs = [astronaut_jpeg(), too_many_pixels, too_many_bytes, astronaut_jpeg()]
+        responses = await closed_loop_stream(client, jpegs, window=1)
+    assert [r.status for r in responses] == [OK, ERROR, ERROR, OK]
+    assert responses[1].error_reason == "too_many_pixels"
+    assert "1920x1080" in responses[1].error_message
+    assert responses[2].error_reason == "frame_too_large"
+    assert "400001 bytes" in responses[2].error_message
+    assert responses[1].timings.decode_ms == 0 and responses[2].timings.decode_ms == 0
+
+
+def raw_stream(
+    server: RunningService, requests: Sequence[pb.StreamSegmentRequest]
+) -> tuple[grpc.aio.Channel, grpc.aio.StreamStreamCall]:
+    channel = grpc.aio.insecure_channel(server.target)
+    return channel, pb_grpc.SegmentationServiceStub(channel).StreamSegment(iter(requests))
+
+
+async def stream_status(
+    server: RunningService, requests: Sequence[pb.StreamSegmentRequest]
+) -> tuple[grpc.StatusCode, str, list[pb.StreamSegmentResponse]]:
+    channel, call = raw_stream(server, requests)
+    async with channel:
+        responses = []
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for response in call:
+                responses.append(response)
+        return caught.value.code(), caught.value.details(), responses
+
+
+def config_message(**fields: object) -> pb.StreamSegmentRequest:
+    return pb.StreamSegmentRequest(config=pb.StreamConfig(**fields))
+
+
+def frame_message(frame_id: int, jpeg: bytes) -> pb.StreamSegmentRequest:
+    return pb.StreamSegmentRequest(frame=pb.Frame(frame_id=frame_id, jpeg=jpeg))
+
+
+async def test_a_frame_before_the_config_ends_the_stream_invalid_argument(
+    server: RunningService,
+) -> None:
+    code, details, _ = await stream_status(server, [frame_message(0, astronaut_jpeg())])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "first message of a stream must be a StreamConfig" in details
+
+
+async def test_a_second_config_ends_the_stream_invalid_argument(server: RunningService) -> None:
+    requests = [config_message(), frame_message(0, astronaut_jpeg()), config_message()]
+    code, details, _ = await stream_status(server, requests)
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "got a second one" in details
+    await asyncio.sleep(0.1)
+    assert len(server.streams) == 0
+
+
+async def test_an_unknown_model_is_not_found(
+    server: RunningService, client: SegmentationClient
+) -> None:
+    code, details, _ = await stream_status(server, [config_message(model="deeplab-xl")])
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "deeplab-xl" in details and "selfie-general" in details
+    with pytest.raises(SegmentationError) as caught:
+        await client.segment(astronaut_jpeg(), model="deeplab-xl")
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_half_given_mask_size_is_invalid_argument(server: RunningService) -> None:
+    code, details, _ = await stream_status(server, [config_message(mask_width=100)])
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "both width and height" in details
+
+
+async def test_a_stream_id_already_open_is_refused(
+    server: RunningService, client: SegmentationClient
+) -> None:
+    first_frame_seen = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_frames() -> AsyncIterator[FrameToSend]:
+        yield FrameToSend(0, astronaut_jpeg())
+        await release.wait()
+
+    async def hold_open() -> None:
+        async for _ in client.stream(slow_frames(), stream_id="twin"):
+            first_frame_seen.set()
+
+    holder = asyncio.create_task(hold_open())
+    await first_frame_seen.wait()
+    code, details, _ = await stream_status(server, [config_message(stream_id="twin")])
+    release.set()
+    await holder
+    assert code == grpc.StatusCode.ALREADY_EXISTS
+    assert "'twin'" in details
+
+
+async def test_a_corrupt_image_in_segment_is_invalid_argument(client: SegmentationClient) -> None:
+    with pytest.raises(SegmentationError) as caught:
+        await client.segment(b"\xff\xd8 broken")
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "corrupt_jpeg" in caught.value.details
+
+
+async def test_a_client_that_vanishes_is_forgotten_and_others_do_not_notice(
+    server: RunningService, client: SegmentationClient
+) -> None:
+    jpegs = [video_frame_jpeg(640, 480, shift=n) for n in range(40)]
+
+    async def vanishing() -> int:
+        received = 0
+        async for _ in client.stream(
+            (FrameToSend(n, jpeg) async for n, jpeg in _aenumerate(jpegs)), stream_id="gone"
+        ):
+            received += 1
+            if received == 3:
+                break  # leaves the call: the client library cancels it
+        return received
+
+    survivor, received = await asyncio.gather(
+        closed_loop_stream(client, jpegs, stream_id="stays"), vanishing()
+    )
+    assert received == 3
+    assert [r.frame_id for r in survivor] == list(range(40))
+    assert all(r.status == OK for r in survivor)
+    for _ in range(50):
+        if len(server.streams) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert len(server.streams) == 0
+    assert all(len(p._batcher) == 0 for p in server.pipelines.values())
+
+
+async def _aenumerate(items: Sequence[bytes]) -> AsyncIterator[tuple[int, bytes]]:
+    for index, item in enumerate(items):
+        yield index, item
+        await asyncio.sleep(0.005)
+
+
+async def test_list_models_names_engine_and_device(client: SegmentationClient) -> None:
+    models = {model.name: model for model in await client.list_models()}
+    assert set(models) == {"selfie-general", "selfie-landscape"}
+    general = models["selfie-general"]
+    assert (general.input_width, general.input_height) == (256, 256)
+    assert general.engine == "tflite" and general.device == "cpu" and general.is_default
+    assert (models["selfie-landscape"].input_width, models["selfie-landscape"].input_height) == (
+        256,
+        144,
+    )

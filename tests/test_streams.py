@@ -1,0 +1,145 @@
+"""Newest-frame admission and answer order of one stream.
+
+The pipeline is replaced by a segmenter whose frames finish when the test says, so that every
+interleaving is chosen by the test; the real pipeline is exercised in test_server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from segmentation.v1 import segmentation_pb2 as pb
+from service.codec import EncodedMask
+from service.errors import FrameError, FrameErrorReason, StreamIdInUseError
+from service.pipeline import FrameTimings, MaskRequest, SegmentedFrame
+from service.streams import FrameOutcome, IncomingFrame, StreamRegistry, VideoStream
+
+MASK = MaskRequest(0, 0, pb.MASK_ENCODING_RAW_U8)
+
+
+class GatedSegmenter:
+    """Each frame's segmentation finishes when the test releases it (by JPEG bytes)."""
+
+    def __init__(self) -> None:
+        self.gates: dict[bytes, asyncio.Future[None]] = {}
+        self.started: list[bytes] = []
+        self.cancelled: list[bytes] = []
+
+    async def __call__(self, jpeg: bytes, mask: MaskRequest) -> SegmentedFrame:
+        self.started.append(jpeg)
+        gate = self.gates.setdefault(jpeg, asyncio.get_running_loop().create_future())
+        try:
+            await gate
+        except asyncio.CancelledError:
+            self.cancelled.append(jpeg)
+            raise
+        if jpeg.startswith(b"bad"):
+            raise FrameError(FrameErrorReason.CORRUPT_JPEG, "not a JPEG")
+        return SegmentedFrame(EncodedMask(1, 1, mask.encoding, b"\xff"), 1, FrameTimings())
+
+    def release(self, jpeg: bytes) -> None:
+        self.gates.setdefault(jpeg, asyncio.get_running_loop().create_future()).set_result(None)
+
+
+def frame(n: int, prefix: bytes = b"f") -> IncomingFrame:
+    return IncomingFrame(frame_id=n, capture_timestamp_us=1000 + n, jpeg=prefix + bytes([n]))
+
+
+async def collect(stream: VideoStream) -> list[tuple[int, FrameOutcome]]:
+    return [(answer.frame_id, answer.outcome) async for answer in stream.answers()]
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_newer_frame_replaces_the_waiting_one_which_is_dropped() -> None:
+    segmenter = GatedSegmenter()
+    stream = VideoStream("s", "m", MASK, segmenter, max_in_flight=1)
+    answers = asyncio.create_task(collect(stream))
+    for n in range(4):
+        stream.submit(frame(n))
+    await settle()
+    # Frame 0 runs; 1 and 2 were each replaced while waiting; 3 waits.
+    assert segmenter.started == [b"f\x00"]
+    assert stream.has_waiting_frame
+    segmenter.release(b"f\x00")
+    await settle()
+    assert segmenter.started == [b"f\x00", b"f\x03"]
+    segmenter.release(b"f\x03")
+    stream.end_input()
+    assert await answers == [
+        (0, FrameOutcome.OK),
+        (1, FrameOutcome.DROPPED),
+        (2, FrameOutcome.DROPPED),
+        (3, FrameOutcome.OK),
+    ]
+
+
+async def test_answers_keep_frame_order_when_frames_finish_out_of_order() -> None:
+    segmenter = GatedSegmenter()
+    stream = VideoStream("s", "m", MASK, segmenter, max_in_flight=3)
+    answers = asyncio.create_task(collect(stream))
+    for n in range(3):
+        stream.submit(frame(n))
+    await settle()
+    assert len(segmenter.started) == 3 and stream.frames_in_flight == 3
+    for jpeg in (b"f\x02", b"f\x01", b"f\x00"):
+        segmenter.release(jpeg)
+    stream.end_input()
+    assert [n for n, _ in await answers] == [0, 1, 2]
+
+
+async def test_a_failed_frame_is_answered_error_and_the_stream_goes_on() -> None:
+    segmenter = GatedSegmenter()
+    stream = VideoStream("s", "m", MASK, segmenter, max_in_flight=2)
+    stream.submit(frame(0, b"bad"))
+    stream.submit(frame(1))
+    segmenter.release(b"bad\x00")
+    segmenter.release(b"f\x01")
+    stream.end_input()
+    received = [answer async for answer in stream.answers()]
+    assert [a.outcome for a in received] == [FrameOutcome.ERROR, FrameOutcome.OK]
+    assert received[0].error.reason == FrameErrorReason.CORRUPT_JPEG
+    assert received[1].capture_timestamp_us == 1001
+
+
+async def test_fail_ends_the_answers_with_the_error() -> None:
+    stream = VideoStream("s", "m", MASK, GatedSegmenter(), max_in_flight=1)
+    answers = asyncio.create_task(collect(stream))
+    await settle()
+    stream.fail(RuntimeError("second config"))
+    with pytest.raises(RuntimeError, match="second config"):
+        await answers
+
+
+async def test_close_cancels_the_frames_in_flight_and_forgets_the_waiting_one() -> None:
+    segmenter = GatedSegmenter()
+    stream = VideoStream("s", "m", MASK, segmenter, max_in_flight=1)
+    stream.submit(frame(0))
+    stream.submit(frame(1))
+    await settle()
+    await stream.close()
+    assert segmenter.cancelled == [b"f\x00"]
+    assert stream.frames_in_flight == 0 and not stream.has_waiting_frame
+    await settle()
+    assert segmenter.started == [b"f\x00"]  # the waiting frame never starts
+
+
+async def test_registry_assigns_ids_refuses_duplicates_and_forgets_closed_streams() -> None:
+    registry = StreamRegistry()
+
+    def create(stream_id: str) -> VideoStream:
+        return VideoStream(stream_id, "m", MASK, GatedSegmenter(), max_in_flight=1)
+
+    named = registry.open("call-1", create)
+    generated = registry.open("", create)
+    assert generated.stream_id and generated.stream_id != "call-1"
+    with pytest.raises(StreamIdInUseError, match="call-1"):
+        registry.open("call-1", create)
+    await registry.close(named)
+    await registry.close(generated)
+    assert len(registry) == 0 and "call-1" not in registry
