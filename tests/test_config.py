@@ -23,7 +23,10 @@ def test_environment_fills_in_and_flags_win() -> None:
         "SEGMENTATION_DEFAULT_MODEL": "selfie-landscape",
         "SEGMENTATION_FETCH_MODELS": "false",
     }
-    config = ServiceConfig.from_args(["--max-batch-size", "12"], environ=environ)
+    config = ServiceConfig.from_args(
+        ["--max-batch-size", "12", "--fetch-models-only"], environ=environ
+    )
+    assert config.fetch_models_only is True
     assert config.max_queue_delay_ms == 7.5
     assert config.max_batch_size == 12
     assert config.models == ("selfie-landscape",)
