@@ -8,15 +8,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ADDRESS ?= 0.0.0.0:50051
 METRICS_PORT ?= 9090
 
-.PHONY: setup serve test lint bench system-packages models stubs clean
+APT_INSTALL := $(SUDO) apt-get update -qq && \
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+
+.PHONY: setup serve test lint bench system-packages test-system-packages models stubs clean
 
 setup: system-packages $(VENV)/.installed stubs models
 
 system-packages:
 	@ldconfig -p | grep -q 'libturbojpeg\.so\.0' || { \
 	  echo "installing libturbojpeg0 (libjpeg-turbo's TurboJPEG API)"; \
-	  $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libturbojpeg0; }
+	  $(APT_INSTALL) libturbojpeg0; }
+
+# The metrics tests run a real Prometheus and promtool (Debian's prometheus package).
+test-system-packages:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  echo "installing prometheus (for the metrics tests)"; \
+	  $(APT_INSTALL) prometheus; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,7 +50,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: setup lint
+test: setup test-system-packages lint
 	$(BIN)/pytest -q
 
 bench: setup

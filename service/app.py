@@ -1,4 +1,9 @@
-"""Assembles the service from its config, and takes it down in the right order."""
+"""Assembles the service from its config, and takes it down in the right order.
+
+Start: the gRPC port opens first with health NOT_SERVING, so that orchestrators can probe it;
+models load and warm up; only then health turns SERVING. Stop: health NOT_SERVING, no new
+calls, open calls get `shutdown_grace_s` to finish, then the models stop.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from models.fetch import ensure_model_files
 from models.registry import model_spec
+from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.batcher import BatchPolicy
 from service.codec import JpegCodec
 from service.config import ServiceConfig
 from service.engine import create_engine
-from service.metrics import ServiceMetrics
+from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
 from service.server import SegmentationServicer
 from service.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 
 # Room for the protobuf framing around the largest frame, so that a frame just over
 # max_frame_bytes gets its own specific ERROR instead of a transport error.
@@ -35,10 +45,12 @@ _MESSAGE_OVERHEAD_BYTES = 64 << 10
 class RunningService:
     target: str  # where a client on this machine connects, HOST:PORT
     port: int
+    metrics_port: int  # 0 when metrics are off
     config: ServiceConfig
     pipelines: dict[str, ModelPipeline]
     streams: StreamRegistry
     metrics: ServiceMetrics
+    health: health.aio.HealthServicer
 
 
 def _local_target(address: str, port: int) -> str:
@@ -55,61 +67,94 @@ async def _load_pipelines(
     codec: JpegCodec,
     codec_executor: ThreadPoolExecutor,
     metrics: ServiceMetrics,
-) -> dict[str, ModelPipeline]:
+    pipelines: dict[str, ModelPipeline],
+) -> None:
+    """Loads and warms up every model into `pipelines` (filled as they come, for stopping)."""
     specs = [model_spec(name) for name in config.models]
     paths = await asyncio.to_thread(
         ensure_model_files, specs, Path(config.model_dir), config.fetch_models
     )
     policy = BatchPolicy(config.max_batch_size, config.max_queue_delay_s)
-    pipelines: dict[str, ModelPipeline] = {}
     for spec in specs:
-        engine = create_engine(config.engine, spec, paths[spec.name], config.engine_threads)
+        engine = await asyncio.to_thread(
+            create_engine, config.engine, spec, paths[spec.name], config.engine_threads
+        )
         pipeline = ModelPipeline(
             engine, codec, codec_executor, policy, config.max_batches_in_flight, metrics
         )
-        await pipeline.start()
         pipelines[spec.name] = pipeline
+        await pipeline.start()
+        metrics.add_model(
+            spec.name,
+            engine.name,
+            engine.device,
+            frames_waiting=lambda p=pipeline: p.frames_waiting,
+            batches_in_flight=lambda p=pipeline: p.batches_in_flight,
+        )
         log.info("model %s ready on %s (%s)", spec.name, engine.name, engine.device)
-    return pipelines
+
+
+async def _set_health(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):  # "" is the whole server, as Kubernetes probes ask
+        await health_servicer.set(name, status)
 
 
 @asynccontextmanager
 async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]:
-    """Starts the whole service and always takes it down again."""
-    metrics = ServiceMetrics()
+    """Starts the whole service, ready and warm, and always takes it down again."""
+    metrics = ServiceMetrics(config.max_stream_series)
+    streams = StreamRegistry()
+    metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
     codec_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="codec")
     pipelines: dict[str, ModelPipeline] = {}
-    server: grpc.aio.Server | None = None
+    health_servicer = health.aio.HealthServicer()
+    servicer = SegmentationServicer(config, streams, metrics)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", config.max_frame_bytes + _MESSAGE_OVERHEAD_BYTES),
+            ("grpc.max_send_message_length", -1),
+        ]
+    )
+    pb_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME),
+        server,
+    )  # fmt: skip
+    await _set_health(health_servicer, serving=False)
+    port = server.add_insecure_port(config.address)
+    started = False
     try:
-        pipelines = await _load_pipelines(config, codec, codec_executor, metrics)
-        streams = StreamRegistry()
-        max_message_bytes = config.max_frame_bytes + _MESSAGE_OVERHEAD_BYTES
-        server = grpc.aio.server(
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-            ]
-        )
-        pb_grpc.add_SegmentationServiceServicer_to_server(
-            SegmentationServicer(config, pipelines, streams, metrics), server
-        )
-        port = server.add_insecure_port(config.address)
         await server.start()
-        log.info("serving %s on %s (plaintext)", sorted(pipelines), config.address)
-        if config.metrics_port:
-            metrics.serve(config.metrics_port)
-            log.info("metrics on :%d/metrics", config.metrics_port)
+        started = True
+        log.info("listening on %s (plaintext); loading models %s", config.address, config.models)
+        metrics_port = metrics.serve(config.metrics_port) if config.metrics_port else 0
+        if metrics_port:
+            log.info("metrics on :%d/metrics", metrics_port)
+        await _load_pipelines(config, codec, codec_executor, metrics, pipelines)
+        servicer.serve_models(pipelines)
+        await _set_health(health_servicer, serving=True)
+        log.info("serving %s; health SERVING", sorted(pipelines))
         yield RunningService(
             target=_local_target(config.address, port),
             port=port,
+            metrics_port=metrics_port,
             config=config,
             pipelines=pipelines,
             streams=streams,
             metrics=metrics,
+            health=health_servicer,
         )
     finally:
-        if server is not None:
+        await _set_health(health_servicer, serving=False)
+        if started:
             await server.stop(config.shutdown_grace_s)
         for pipeline in pipelines.values():
             await pipeline.stop()

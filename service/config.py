@@ -61,6 +61,9 @@ class ServiceConfig:
     )
     max_frame_bytes: int = _setting(4 << 20, "largest JPEG frame accepted, in bytes")
     max_frame_pixels: int = _setting(3840 * 2160, "largest frame accepted, width*height")
+    max_stream_series: int = _setting(
+        100, "open streams reported with per-stream metrics series at most"
+    )
     shutdown_grace_s: float = _setting(10.0, "how long open streams get to finish on shutdown")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING or ERROR")
 
@@ -73,6 +76,7 @@ class ServiceConfig:
             "max_frames_in_flight_per_stream",
             "max_frame_bytes",
             "max_frame_pixels",
+            "max_stream_series",
         )
         for name in positive:
             value = getattr(self, name)

@@ -30,6 +30,10 @@ class Engine(Protocol):
         """Runs every batch shape once so that no request pays for a first run."""
         ...
 
+    def padded_size(self, frames: int) -> int:
+        """How many frames the engine computes for a batch of `frames` (padding included)."""
+        ...
+
 
 class TFLiteEngine:
     """The TFLite interpreter with XNNPACK, from LiteRT (tf.lite.Interpreter is deprecated).
@@ -73,6 +77,9 @@ class TFLiteEngine:
             outputs.append(interpreter.get_tensor(output_index)[..., 0])
             start += size
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+    def padded_size(self, frames: int) -> int:
+        return frames  # sub-batches add up to the batch exactly: nothing is padded
 
     def warm_up(self) -> None:
         shape = (1, self.spec.input_height, self.spec.input_width, 3)

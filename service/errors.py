@@ -40,3 +40,7 @@ class UnknownModelError(Exception):
 
 class StreamIdInUseError(Exception):
     """Another open stream already has this id (ALREADY_EXISTS)."""
+
+
+class NotReadyError(Exception):
+    """The server is not ready to serve yet (UNAVAILABLE): models are loading."""

@@ -47,7 +47,6 @@ class MaskRequest:
 
 @dataclass
 class FrameTimings:
-    admission_wait_s: float = 0.0
     decode_s: float = 0.0
     batch_wait_s: float = 0.0
     inference_s: float = 0.0
@@ -104,6 +103,14 @@ class ModelPipeline:
         self._wakeup = asyncio.Event()
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
+
+    @property
+    def frames_waiting(self) -> int:
+        return len(self._batcher)
+
+    @property
+    def batches_in_flight(self) -> int:
+        return self._batches_in_flight
 
     async def start(self) -> None:
         """Warms the engine up on its own thread, then starts taking batches."""
@@ -190,7 +197,9 @@ class ModelPipeline:
             alphas, inference_s = await asyncio.get_running_loop().run_in_executor(
                 self._engine_executor, self._infer, [frame.pixels for frame in frames]
             )
-            self._metrics.observe_batch(self.spec.name, len(frames), inference_s)
+            self._metrics.observe_batch(
+                self.spec.name, len(frames), self.engine.padded_size(len(frames))
+            )
             for (frame, batch_wait_s), alpha in zip(live, alphas, strict=True):
                 if not frame.output.done():
                     frame.output.set_result(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
@@ -17,6 +18,7 @@ from service.errors import (
     FrameError,
     FrameErrorReason,
     InvalidConfigError,
+    NotReadyError,
     StreamIdInUseError,
     StreamProtocolError,
     UnknownModelError,
@@ -34,6 +36,7 @@ from service.streams import (
 log = logging.getLogger(__name__)
 
 _STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
+    NotReadyError: grpc.StatusCode.UNAVAILABLE,
     StreamProtocolError: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidConfigError: grpc.StatusCode.INVALID_ARGUMENT,
     UnknownModelError: grpc.StatusCode.NOT_FOUND,
@@ -57,31 +60,46 @@ def _mask_message(mask: EncodedMask) -> pb.Mask:
     return pb.Mask(width=mask.width, height=mask.height, encoding=mask.encoding, data=mask.data)
 
 
-def _timings_message(timings: FrameTimings, admission_wait_s: float) -> pb.StageTimings:
+def _timings_message(
+    timings: FrameTimings, admission_wait_s: float, total_s: float
+) -> pb.StageTimings:
     return pb.StageTimings(
         admission_wait_ms=admission_wait_s * 1e3,
         decode_ms=timings.decode_s * 1e3,
         batch_wait_ms=timings.batch_wait_s * 1e3,
         inference_ms=timings.inference_s * 1e3,
         encode_ms=timings.encode_s * 1e3,
-        total_ms=(timings.total_s + admission_wait_s) * 1e3,
+        total_ms=total_s * 1e3,
     )
+
+
+def _stage_seconds(timings: FrameTimings, receive_s: float, queue_s: float) -> dict[str, float]:
+    return {
+        "receive": receive_s,
+        "queue": queue_s,
+        "decode": timings.decode_s,
+        "batch_wait": timings.batch_wait_s,
+        "inference": timings.inference_s,
+        "encode": timings.encode_s,
+    }
 
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     def __init__(
-        self,
-        config: ServiceConfig,
-        pipelines: Mapping[str, ModelPipeline],
-        streams: StreamRegistry,
-        metrics: ServiceMetrics,
+        self, config: ServiceConfig, streams: StreamRegistry, metrics: ServiceMetrics
     ) -> None:
         self._config = config
-        self._pipelines = pipelines
+        self._pipelines: Mapping[str, ModelPipeline] | None = None  # None while warming up
         self._streams = streams
         self._metrics = metrics
 
+    def serve_models(self, pipelines: Mapping[str, ModelPipeline]) -> None:
+        """Starts answering requests, once every model is warm."""
+        self._pipelines = pipelines
+
     def _pipeline(self, model: str) -> ModelPipeline:
+        if self._pipelines is None:
+            raise NotReadyError("the server is still loading and warming up its models")
         name = model or self._config.default_model
         try:
             return self._pipelines[name]
@@ -110,11 +128,12 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             except StopAsyncIteration:
                 return  # the caller closed without sending anything
             stream = self._open_stream(first)
-            self._metrics.active_streams.inc()
+            self._metrics.active_streams.labels(stream.model).inc()
             reader = asyncio.create_task(self._read_frames(request_iterator, stream))
             async for answer in stream.answers():
-                self._observe(stream.model, answer)
-                yield self._response(stream.stream_id, answer)
+                response = self._response(stream.stream_id, answer)
+                self._observe(stream.model, answer, len(response.mask.data))
+                yield response
         except tuple(_STATUS_OF_ERROR) as error:
             await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
         finally:
@@ -125,7 +144,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     await reader
             if stream is not None:
                 await self._streams.close(stream)
-                self._metrics.active_streams.dec()
+                self._metrics.active_streams.labels(stream.model).dec()
 
     def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
         if not first.HasField("config"):
@@ -155,18 +174,32 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     raise StreamProtocolError(
                         "a stream carries one StreamConfig, first; got a second one"
                     )
+                received_at = time.monotonic()
                 frame = request.frame
-                stream.submit(IncomingFrame(frame.frame_id, frame.capture_timestamp_us, frame.jpeg))
+                self._metrics.received_bytes.labels(stream.model).inc(len(frame.jpeg))
+                stream.submit(
+                    IncomingFrame(
+                        frame.frame_id, frame.capture_timestamp_us, frame.jpeg, received_at
+                    )
+                )
             stream.end_input()
         except StreamProtocolError as error:
             stream.fail(error)
 
-    def _observe(self, model: str, answer: FrameAnswer) -> None:
-        reason = answer.error.reason if answer.error else ""
-        total_s = None
+    def _observe(self, model: str, answer: FrameAnswer, sent_bytes: int) -> None:
+        stages = None
         if answer.segmented is not None:
-            total_s = answer.segmented.timings.total_s + answer.admission_wait_s
-        self._metrics.observe_frame(model, answer.outcome, reason, total_s)
+            stages = _stage_seconds(
+                answer.segmented.timings, answer.receive_s, answer.admission_wait_s
+            )
+        self._metrics.observe_frame(
+            model,
+            answer.outcome,
+            reason=answer.error.reason if answer.error else "",
+            stage_seconds=stages,
+            total_s=answer.total_s,
+            sent_bytes=sent_bytes,
+        )
 
     @staticmethod
     def _response(stream_id: str, answer: FrameAnswer) -> pb.StreamSegmentResponse:
@@ -180,7 +213,9 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             response.mask.CopyFrom(_mask_message(answer.segmented.mask))
             response.batch_size = answer.segmented.batch_size
             response.timings.CopyFrom(
-                _timings_message(answer.segmented.timings, answer.admission_wait_s)
+                _timings_message(
+                    answer.segmented.timings, answer.admission_wait_s, answer.total_s or 0.0
+                )
             )
         if answer.error is not None:
             response.error_reason = answer.error.reason
@@ -195,24 +230,36 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             mask = self._mask_request(
                 request.mask_width, request.mask_height, request.mask_encoding
             )
-            segmented = await pipeline.segment(request.jpeg, mask)
-        except (InvalidConfigError, UnknownModelError) as error:
+        except tuple(_STATUS_OF_ERROR) as error:
             await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
+        model = pipeline.spec.name
+        try:
+            segmented = await pipeline.segment(request.jpeg, mask)
         except FrameError as error:
-            self._metrics.observe_frame(pipeline.spec.name, FrameOutcome.ERROR, error.reason, None)
+            self._metrics.observe_frame(
+                model, FrameOutcome.ERROR, error.reason, received_bytes=len(request.jpeg)
+            )
             await context.abort(_status_of_frame_error(error), str(error))
+        total_s = segmented.timings.total_s
         self._metrics.observe_frame(
-            pipeline.spec.name, FrameOutcome.OK, "", segmented.timings.total_s
+            model,
+            FrameOutcome.OK,
+            stage_seconds=_stage_seconds(segmented.timings, 0.0, 0.0),
+            total_s=total_s,
+            received_bytes=len(request.jpeg),
+            sent_bytes=len(segmented.mask.data),
         )
         return pb.SegmentResponse(
             mask=_mask_message(segmented.mask),
-            timings=_timings_message(segmented.timings, 0.0),
+            timings=_timings_message(segmented.timings, 0.0, total_s),
             batch_size=segmented.batch_size,
         )
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
+        if self._pipelines is None:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is still warming up")
         return pb.ListModelsResponse(
             models=[
                 pb.ModelInfo(

@@ -17,8 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+import numpy as np
+
 from service.batcher import Clock
 from service.errors import FrameError, FrameErrorReason, StreamIdInUseError
+from service.metrics import StreamReport
 from service.pipeline import MaskRequest, SegmentedFrame
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ class IncomingFrame:
     frame_id: int
     capture_timestamp_us: int
     jpeg: bytes
+    received_at: float | None = None  # when its message was read off the call, on the clock
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,49 @@ class FrameAnswer:
     outcome: FrameOutcome
     segmented: SegmentedFrame | None = None  # set when OK
     error: FrameError | None = None  # set when ERROR
-    admission_wait_s: float = 0.0
+    receive_s: float = 0.0  # from the message being read to the frame's admission
+    admission_wait_s: float = 0.0  # waiting behind the stream's frames in flight
+
+    @property
+    def total_s(self) -> float | None:
+        """Server time from the frame's arrival to its answer, for OK frames."""
+        if self.segmented is None:
+            return None
+        return self.receive_s + self.admission_wait_s + self.segmented.timings.total_s
+
+
+class StreamStats:
+    """Recent OK answers of one stream, for its per-stream metrics.
+
+    Written on the event loop, read by the metrics thread: readers take a snapshot.
+    """
+
+    WINDOW_S = 5.0
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._opened_at = clock()
+        self._recent: deque[tuple[float, float]] = deque()  # (answered at, latency)
+
+    def record_ok(self, latency_s: float) -> None:
+        now = self._clock()
+        self._recent.append((now, latency_s))
+        while self._recent and self._recent[0][0] < now - self.WINDOW_S:
+            self._recent.popleft()
+
+    def frames_per_second(self) -> float:
+        now = self._clock()
+        answered = [t for t, _ in list(self._recent) if t >= now - self.WINDOW_S]
+        span = min(self.WINDOW_S, now - self._opened_at)
+        return len(answered) / span if span > 0 else 0.0
+
+    def latency_quantiles(self, quantiles: tuple[float, ...]) -> dict[float, float]:
+        now = self._clock()
+        latencies = [latency for t, latency in list(self._recent) if t >= now - self.WINDOW_S]
+        if not latencies:
+            return {}
+        values = np.quantile(latencies, quantiles)
+        return {q: float(v) for q, v in zip(quantiles, values, strict=True)}
 
 
 @dataclass(eq=False)
@@ -54,6 +100,7 @@ class _PendingFrame:
     frame: IncomingFrame
     answer: asyncio.Future[FrameAnswer]
     arrived_at: float
+    receive_s: float
 
 
 class VideoStream:
@@ -79,6 +126,7 @@ class VideoStream:
         self._failure: BaseException | None = None
         self._closed = False
         self._answers_changed = asyncio.Event()
+        self.stats = StreamStats(clock)
 
     @property
     def frames_in_flight(self) -> int:
@@ -90,7 +138,9 @@ class VideoStream:
 
     def submit(self, frame: IncomingFrame) -> None:
         """Admits a frame: starts it, or makes it the waiting one (dropping the one before)."""
-        pending = _PendingFrame(frame, asyncio.get_running_loop().create_future(), self._clock())
+        now = self._clock()
+        receive_s = now - frame.received_at if frame.received_at is not None else 0.0
+        pending = _PendingFrame(frame, asyncio.get_running_loop().create_future(), now, receive_s)
         self._answers.append(pending.answer)
         self._answers_changed.set()
         if len(self._in_flight) < self._max_in_flight:
@@ -130,7 +180,10 @@ class VideoStream:
                         changed.cancel()
                     continue
                 self._answers.popleft()
-                yield head.result()
+                answer = head.result()
+                if answer.total_s is not None:
+                    self.stats.record_ok(answer.total_s)
+                yield answer
             elif self._input_ended:
                 return
             else:
@@ -170,6 +223,7 @@ class VideoStream:
                 frame.capture_timestamp_us,
                 FrameOutcome.OK,
                 segmented=segmented,
+                receive_s=pending.receive_s,
                 admission_wait_s=admission_wait_s,
             )
         except FrameError as error:
@@ -178,6 +232,7 @@ class VideoStream:
                 frame.capture_timestamp_us,
                 FrameOutcome.ERROR,
                 error=error,
+                receive_s=pending.receive_s,
                 admission_wait_s=admission_wait_s,
             )
         except Exception as error:  # a bug must cost one frame, not the stream
@@ -187,6 +242,7 @@ class VideoStream:
                 frame.capture_timestamp_us,
                 FrameOutcome.ERROR,
                 error=FrameError(FrameErrorReason.INTERNAL, f"internal error: {error}"),
+                receive_s=pending.receive_s,
                 admission_wait_s=admission_wait_s,
             )
         if not pending.answer.done():
@@ -213,6 +269,18 @@ class StreamRegistry:
         stream = create(stream_id)
         self._streams[stream_id] = stream
         return stream
+
+    def reports(self, quantiles: tuple[float, ...]) -> list[StreamReport]:
+        """Per-stream figures of the open streams, oldest first (read by the metrics thread)."""
+        return [
+            StreamReport(
+                stream.stream_id,
+                stream.model,
+                stream.stats.frames_per_second(),
+                stream.stats.latency_quantiles(quantiles),
+            )
+            for stream in list(self._streams.values())
+        ]
 
     async def close(self, stream: VideoStream) -> None:
         if self._streams.get(stream.stream_id) is stream:

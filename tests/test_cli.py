@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,29 +16,11 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.registry import model_spec
+from tests.netutil import free_port, wait_for_serving
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 from tests.reference import iou, reference_mask
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listened on {port} within {timeout_s} s")
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +35,8 @@ def server_process() -> Iterator[tuple[str, int]]:
         text=True,
     )
     try:
-        wait_for_port(port, process)
+        wait_for_serving(f"127.0.0.1:{port}")
+        assert process.poll() is None
         yield f"127.0.0.1:{port}", metrics_port
     finally:
         process.send_signal(signal.SIGTERM)

@@ -14,7 +14,7 @@ from segmentation.v1 import segmentation_pb2 as pb
 from service.codec import EncodedMask
 from service.errors import FrameError, FrameErrorReason, StreamIdInUseError
 from service.pipeline import FrameTimings, MaskRequest, SegmentedFrame
-from service.streams import FrameOutcome, IncomingFrame, StreamRegistry, VideoStream
+from service.streams import FrameOutcome, IncomingFrame, StreamRegistry, StreamStats, VideoStream
 
 MASK = MaskRequest(0, 0, pb.MASK_ENCODING_RAW_U8)
 
@@ -143,3 +143,19 @@ async def test_registry_assigns_ids_refuses_duplicates_and_forgets_closed_stream
     await registry.close(named)
     await registry.close(generated)
     assert len(registry) == 0 and "call-1" not in registry
+
+
+def test_stream_stats_report_the_recent_window() -> None:
+    now = [0.0]
+    stats = StreamStats(lambda: now[0])
+    assert stats.frames_per_second() == 0.0 and stats.latency_quantiles((0.5,)) == {}
+    for n in range(60):  # 30 FPS for 2 s, latency 10..69 ms
+        now[0] = n / 30
+        stats.record_ok(0.010 + n / 1000)
+    now[0] = 2.0
+    assert stats.frames_per_second() == pytest.approx(30.0)
+    quantiles = stats.latency_quantiles((0.5, 0.99))
+    assert quantiles[0.5] == pytest.approx(0.0395, abs=0.001)
+    assert quantiles[0.99] == pytest.approx(0.069, abs=0.001)
+    now[0] = 2.0 + StreamStats.WINDOW_S + 1  # nothing answered for longer than the window
+    assert stats.frames_per_second() == 0.0 and stats.latency_quantiles((0.5,)) == {}
