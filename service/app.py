@@ -23,6 +23,7 @@ from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from service.auth import BearerTokenInterceptor
 from service.batcher import BatchPolicy
 from service.codec import JpegCodec
 from service.config import ServiceConfig
@@ -104,23 +105,59 @@ async def _set_health(health_servicer: health.aio.HealthServicer, serving: bool)
         await health_servicer.set(name, status)
 
 
+def _server_options(config: ServiceConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", config.max_frame_bytes + _MESSAGE_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", -1),
+        # Find dead peers of long-lived streams, and let clients ping as the client library does.
+        ("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        (
+            "grpc.http2.min_ping_interval_without_data_ms",
+            int(config.min_client_ping_interval_s * 1000),
+        ),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
+def _add_port(server: grpc.aio.Server, config: ServiceConfig) -> int:
+    if not config.tls:
+        return server.add_insecure_port(config.address)
+    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
+    credentials = grpc.ssl_server_credentials(
+        [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+    return server.add_secure_port(config.address, credentials)
+
+
+def _log_transport(config: ServiceConfig) -> None:
+    if config.tls_client_ca_file:
+        transport = "mutual TLS"
+    elif config.tls:
+        transport = "TLS"
+    else:
+        transport = "PLAINTEXT: for development or a trusted network only; see --tls-cert-file"
+    token = "bearer token required" if config.auth_token else "no token required"
+    log.info("listening on %s, %s, %s; loading %s", config.address, transport, token, config.models)
+
+
 @asynccontextmanager
 async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]:
     """Starts the whole service, ready and warm, and always takes it down again."""
     metrics = ServiceMetrics(config.max_stream_series)
-    streams = StreamRegistry()
+    streams = StreamRegistry(config.max_streams)
     metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
     codec_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="codec")
     pipelines: dict[str, ModelPipeline] = {}
     health_servicer = health.aio.HealthServicer()
     servicer = SegmentationServicer(config, streams, metrics)
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", config.max_frame_bytes + _MESSAGE_OVERHEAD_BYTES),
-            ("grpc.max_send_message_length", -1),
-        ]
-    )
+    interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
+    server = grpc.aio.server(interceptors=interceptors, options=_server_options(config))
     pb_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -129,12 +166,12 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         server,
     )  # fmt: skip
     await _set_health(health_servicer, serving=False)
-    port = server.add_insecure_port(config.address)
+    port = _add_port(server, config)
     started = False
     try:
         await server.start()
         started = True
-        log.info("listening on %s (plaintext); loading models %s", config.address, config.models)
+        _log_transport(config)
         metrics_port = metrics.serve(config.metrics_port) if config.metrics_port else 0
         if metrics_port:
             log.info("metrics on :%d/metrics", metrics_port)
@@ -154,8 +191,14 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         )
     finally:
         await _set_health(health_servicer, serving=False)
+        servicer.drain()
         if started:
             await server.stop(config.shutdown_grace_s)
+        log.info(
+            "stopped: %d stream frames received, %d answered",
+            servicer.frames_received,
+            servicer.frames_answered,
+        )
         for pipeline in pipelines.values():
             await pipeline.stop()
         codec_executor.shutdown(wait=True)

@@ -59,6 +59,30 @@ class ServiceConfig:
     max_frames_in_flight_per_stream: int = _setting(
         2, "frames of one stream in decode/batch/inference at once; one more may wait"
     )
+    max_frames_in_flight: int = _setting(
+        64, "frames in decode/batch/inference at once across all streams; more wait, and drop"
+    )
+    max_streams: int = _setting(
+        256, "open streams at most; more are refused with RESOURCE_EXHAUSTED"
+    )
+    stream_idle_timeout_s: float = _setting(
+        60.0, "a stream that sends nothing for this long is ended (DEADLINE_EXCEEDED)"
+    )
+    keepalive_time_s: float = _setting(
+        30.0, "the server pings an idle connection this often to find dead peers"
+    )
+    keepalive_timeout_s: float = _setting(10.0, "a ping unanswered this long closes the connection")
+    min_client_ping_interval_s: float = _setting(
+        10.0, "clients that ping more often than this are disconnected (the client library: 20 s)"
+    )
+    tls_cert_file: str = _setting("", "PEM certificate chain of the server; turns TLS on")
+    tls_key_file: str = _setting("", "PEM private key of the server")
+    tls_client_ca_file: str = _setting(
+        "", "PEM CA bundle of the clients; turns mutual TLS on (clients must show a certificate)"
+    )
+    auth_token: str = _setting(
+        "", "bearer token callers must send as `authorization: Bearer TOKEN`; empty: none"
+    )
     max_frame_bytes: int = _setting(4 << 20, "largest JPEG frame accepted, in bytes")
     max_frame_pixels: int = _setting(3840 * 2160, "largest frame accepted, width*height")
     max_stream_series: int = _setting(
@@ -77,12 +101,21 @@ class ServiceConfig:
             "max_frame_bytes",
             "max_frame_pixels",
             "max_stream_series",
+            "max_frames_in_flight",
+            "max_streams",
         )
         for name in positive:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be positive; was {value}")
-        for name in ("max_queue_delay_ms", "shutdown_grace_s"):
+        for name in (
+            "max_queue_delay_ms",
+            "shutdown_grace_s",
+            "stream_idle_timeout_s",
+            "keepalive_time_s",
+            "keepalive_timeout_s",
+            "min_client_ping_interval_s",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative; was {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
@@ -94,10 +127,18 @@ class ServiceConfig:
         unknown = [name for name in self.models if name not in MODELS]
         if unknown:
             raise ValueError(f"unknown models {unknown}; known models: {sorted(MODELS)}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together; give both or neither")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
         if self.default_model not in self.models:
             raise ValueError(
                 f"default_model {self.default_model!r} is not among models {list(self.models)}"
             )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
 
     @property
     def max_queue_delay_s(self) -> float:

@@ -44,3 +44,15 @@ class StreamIdInUseError(Exception):
 
 class NotReadyError(Exception):
     """The server is not ready to serve yet (UNAVAILABLE): models are loading."""
+
+
+class TooManyStreamsError(Exception):
+    """The server holds as many streams as it may (RESOURCE_EXHAUSTED)."""
+
+
+class ShuttingDownError(Exception):
+    """The server is draining for shutdown and takes no new streams (UNAVAILABLE)."""
+
+
+class StreamIdleError(Exception):
+    """The caller sent nothing for longer than the idle timeout (DEADLINE_EXCEEDED)."""

@@ -19,14 +19,18 @@ from service.errors import (
     FrameErrorReason,
     InvalidConfigError,
     NotReadyError,
+    ShuttingDownError,
     StreamIdInUseError,
+    StreamIdleError,
     StreamProtocolError,
+    TooManyStreamsError,
     UnknownModelError,
 )
 from service.metrics import ServiceMetrics
 from service.pipeline import FrameTimings, MaskRequest, ModelPipeline
 from service.streams import (
     FrameAnswer,
+    FrameBudget,
     FrameOutcome,
     IncomingFrame,
     StreamRegistry,
@@ -37,6 +41,9 @@ log = logging.getLogger(__name__)
 
 _STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
+    ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
+    TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    StreamIdleError: grpc.StatusCode.DEADLINE_EXCEEDED,
     StreamProtocolError: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidConfigError: grpc.StatusCode.INVALID_ARGUMENT,
     UnknownModelError: grpc.StatusCode.NOT_FOUND,
@@ -92,6 +99,18 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._pipelines: Mapping[str, ModelPipeline] | None = None  # None while warming up
         self._streams = streams
         self._metrics = metrics
+        self._budget = FrameBudget(config.max_frames_in_flight)
+        self._readers: dict[VideoStream, asyncio.Task[None]] = {}
+        self._draining = False
+        self.frames_received = 0
+        self.frames_answered = 0
+
+    def drain(self) -> None:
+        """Takes no new streams or frames; open streams end once their frames are answered."""
+        self._draining = True
+        for stream, reader in list(self._readers.items()):
+            reader.cancel()
+            stream.end_input()
 
     def serve_models(self, pipelines: Mapping[str, ModelPipeline]) -> None:
         """Starts answering requests, once every model is warm."""
@@ -122,29 +141,47 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     ) -> AsyncIterator[pb.StreamSegmentResponse]:
         stream: VideoStream | None = None
         reader: asyncio.Task[None] | None = None
+        requests = aiter(request_iterator)
         try:
-            try:
-                first = await anext(aiter(request_iterator))
-            except StopAsyncIteration:
+            if self._draining:
+                raise ShuttingDownError("the server is shutting down; open the stream elsewhere")
+            first = await self._next_request(requests)
+            if first is None:
                 return  # the caller closed without sending anything
             stream = self._open_stream(first)
             self._metrics.active_streams.labels(stream.model).inc()
-            reader = asyncio.create_task(self._read_frames(request_iterator, stream))
+            reader = asyncio.create_task(self._read_frames(requests, stream))
+            self._readers[stream] = reader
             async for answer in stream.answers():
                 response = self._response(stream.stream_id, answer)
                 self._observe(stream.model, answer, len(response.mask.data))
+                self.frames_answered += 1
                 yield response
         except tuple(_STATUS_OF_ERROR) as error:
             await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
         finally:
             # Runs on normal end, on abort, and when the caller vanished (cancellation).
             if reader is not None:
+                self._readers.pop(stream, None)
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reader
             if stream is not None:
                 await self._streams.close(stream)
                 self._metrics.active_streams.labels(stream.model).dec()
+
+    async def _next_request(
+        self, requests: AsyncIterator[pb.StreamSegmentRequest]
+    ) -> pb.StreamSegmentRequest | None:
+        """The next message, None at the end; a caller silent for too long is cut off."""
+        idle_s = self._config.stream_idle_timeout_s
+        try:
+            async with asyncio.timeout(idle_s):
+                return await anext(requests)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise StreamIdleError(f"the stream sent nothing for {idle_s:g} s") from None
 
     def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
         if not first.HasField("config"):
@@ -162,6 +199,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 mask,
                 pipeline.segment,
                 self._config.max_frames_in_flight_per_stream,
+                self._budget,
             ),
         )
 
@@ -169,7 +207,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self, request_iterator: AsyncIterator[pb.StreamSegmentRequest], stream: VideoStream
     ) -> None:
         try:
-            async for request in request_iterator:
+            while (request := await self._next_request(request_iterator)) is not None:
                 if not request.HasField("frame"):
                     raise StreamProtocolError(
                         "a stream carries one StreamConfig, first; got a second one"
@@ -177,13 +215,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 received_at = time.monotonic()
                 frame = request.frame
                 self._metrics.received_bytes.labels(stream.model).inc(len(frame.jpeg))
+                self.frames_received += 1
                 stream.submit(
                     IncomingFrame(
                         frame.frame_id, frame.capture_timestamp_us, frame.jpeg, received_at
                     )
                 )
             stream.end_input()
-        except StreamProtocolError as error:
+        except (StreamProtocolError, StreamIdleError) as error:
             stream.fail(error)
 
     def _observe(self, model: str, answer: FrameAnswer, sent_bytes: int) -> None:
@@ -226,6 +265,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self, request: pb.SegmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.SegmentResponse:
         try:
+            if self._draining:
+                raise ShuttingDownError("the server is shutting down")
             pipeline = self._pipeline(request.model)
             mask = self._mask_request(
                 request.mask_width, request.mask_height, request.mask_encoding

@@ -13,14 +13,19 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
 from service.batcher import Clock
-from service.errors import FrameError, FrameErrorReason, StreamIdInUseError
+from service.errors import (
+    FrameError,
+    FrameErrorReason,
+    StreamIdInUseError,
+    TooManyStreamsError,
+)
 from service.metrics import StreamReport
 from service.pipeline import MaskRequest, SegmentedFrame
 
@@ -95,6 +100,42 @@ class StreamStats:
         return {q: float(v) for q, v in zip(quantiles, values, strict=True)}
 
 
+class FrameBudget:
+    """The frames in flight across all streams, at most `max_frames_in_flight` at once.
+
+    A frame that finds no room waits in its stream's slot (where a newer frame replaces it,
+    as always), and its stream queues here; each frame that finishes hands its room to the
+    stream that queued first. So an overloaded server drops stale frames evenly across
+    streams instead of growing a queue.
+    """
+
+    def __init__(self, max_frames_in_flight: int) -> None:
+        self.max_frames_in_flight = max_frames_in_flight
+        self.in_flight = 0
+        self._queued: deque[VideoStream] = deque()
+
+    def try_take(self) -> bool:
+        if self.in_flight < self.max_frames_in_flight and not self._queued:
+            self.in_flight += 1
+            return True
+        return False
+
+    def queue(self, stream: VideoStream) -> None:
+        if stream not in self._queued:
+            self._queued.append(stream)
+
+    def forget(self, stream: VideoStream) -> None:
+        if stream in self._queued:
+            self._queued.remove(stream)
+
+    def give_back(self) -> None:
+        self.in_flight -= 1
+        while self._queued and self.in_flight < self.max_frames_in_flight:
+            stream = self._queued.popleft()
+            if stream.start_waiting_frame():
+                self.in_flight += 1
+
+
 @dataclass(eq=False)
 class _PendingFrame:
     frame: IncomingFrame
@@ -111,6 +152,7 @@ class VideoStream:
         mask: MaskRequest,
         segment: Segmenter,
         max_in_flight: int,
+        budget: FrameBudget | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self.stream_id = stream_id
@@ -118,6 +160,7 @@ class VideoStream:
         self.mask = mask
         self._segment = segment
         self._max_in_flight = max_in_flight
+        self._budget = budget or FrameBudget(max_in_flight)
         self._clock = clock
         self._answers: deque[asyncio.Future[FrameAnswer]] = deque()  # in frame order
         self._waiting: _PendingFrame | None = None
@@ -143,15 +186,29 @@ class VideoStream:
         pending = _PendingFrame(frame, asyncio.get_running_loop().create_future(), now, receive_s)
         self._answers.append(pending.answer)
         self._answers_changed.set()
-        if len(self._in_flight) < self._max_in_flight:
-            self._start(pending)
-            return
         if self._waiting is not None:
             replaced = self._waiting.frame
             self._waiting.answer.set_result(
                 FrameAnswer(replaced.frame_id, replaced.capture_timestamp_us, FrameOutcome.DROPPED)
             )
         self._waiting = pending
+        self._start_waiting_or_queue()
+
+    def start_waiting_frame(self) -> bool:
+        """Starts the waiting frame in room the budget already took; False if none can start."""
+        if self._closed or self._waiting is None or len(self._in_flight) >= self._max_in_flight:
+            return False
+        pending, self._waiting = self._waiting, None
+        self._start(pending)
+        return True
+
+    def _start_waiting_or_queue(self) -> None:
+        if self._closed or self._waiting is None or len(self._in_flight) >= self._max_in_flight:
+            return
+        if self._budget.try_take():
+            self.start_waiting_frame()
+        else:
+            self._budget.queue(self)
 
     def end_input(self) -> None:
         """The caller sends no more frames; answers end after the last one."""
@@ -194,6 +251,7 @@ class VideoStream:
         """Frees everything the stream holds; frames not yet answered are abandoned."""
         self._closed = True
         self._waiting = None
+        self._budget.forget(self)
         tasks = list(self._in_flight)
         for task in tasks:
             task.cancel()
@@ -209,9 +267,8 @@ class VideoStream:
 
     def _on_frame_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._waiting is not None and not self._closed:
-            pending, self._waiting = self._waiting, None
-            self._start(pending)
+        self._budget.give_back()  # streams queued before this one go first
+        self._start_waiting_or_queue()
 
     async def _process(self, pending: _PendingFrame) -> None:
         frame = pending.frame
@@ -250,9 +307,10 @@ class VideoStream:
 
 
 class StreamRegistry:
-    """The open streams of this replica, by id."""
+    """The open streams of this replica, by id, at most `max_streams` of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_streams: int = 1 << 30) -> None:
+        self.max_streams = max_streams
         self._streams: dict[str, VideoStream] = {}
 
     def __len__(self) -> int:
@@ -261,9 +319,17 @@ class StreamRegistry:
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
 
+    def __iter__(self) -> Iterator[VideoStream]:
+        return iter(list(self._streams.values()))
+
     def open(self, stream_id: str, create: Callable[[str], VideoStream]) -> VideoStream:
         """Registers a new stream; an empty id gets a fresh one."""
         stream_id = stream_id or uuid.uuid4().hex
+        if len(self._streams) >= self.max_streams:
+            raise TooManyStreamsError(
+                f"this server holds {len(self._streams)} streams, its limit; "
+                "retry on another replica or later"
+            )
         if stream_id in self._streams:
             raise StreamIdInUseError(f"stream id {stream_id!r} is already open on this server")
         stream = create(stream_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -25,6 +26,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--target", default=DEFAULT_TARGET, help="server HOST:PORT")
     parser.add_argument("--model", default="", help="model name (default: the server's)")
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument("--ca-cert", type=Path, help="PEM CA of the server (turns TLS on)")
+    parser.add_argument("--client-cert", type=Path, help="PEM client certificate (mutual TLS)")
+    parser.add_argument("--client-key", type=Path, help="PEM client key (mutual TLS)")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("SEGMENTATION_TOKEN"),
+        help="bearer token (default: $SEGMENTATION_TOKEN)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     segment = commands.add_parser("segment", help="segment one JPEG image")
@@ -102,8 +112,20 @@ async def _stream(
     return 0 if counts["ERROR"] == 0 else 1
 
 
+def _read(path: Path | None) -> bytes | None:
+    return path.read_bytes() if path else None
+
+
 async def _run(args: argparse.Namespace) -> int:
-    async with SegmentationClient(args.target) as client:
+    client = SegmentationClient(
+        args.target,
+        tls=args.tls,
+        root_certificates=_read(args.ca_cert),
+        client_certificate=_read(args.client_cert),
+        client_key=_read(args.client_key),
+        token=args.token,
+    )
+    async with client:
         if args.command == "segment":
             return await _segment(client, args.image, args.out, args.model)
         return await _stream(client, args.files, args.fps, args.out, args.model)

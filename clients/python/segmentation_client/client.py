@@ -16,6 +16,10 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 
 DEFAULT_TARGET = "localhost:50051"
+# Pings on idle connections so that dead peers are found; the server accepts pings every 10 s
+# or more (its --min-client-ping-interval-s), so 20 s keeps well clear of its limit.
+KEEPALIVE_TIME_S = 20
+KEEPALIVE_TIMEOUT_S = 10
 
 
 class SegmentationError(Exception):
@@ -44,15 +48,41 @@ def mask_to_array(mask: pb.Mask) -> np.ndarray:
 class SegmentationClient:
     """Use as `async with SegmentationClient("host:50051") as client:`."""
 
-    def __init__(self, target: str = DEFAULT_TARGET, *, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        client_certificate: bytes | None = None,
+        client_key: bytes | None = None,
+        token: str | None = None,
+        max_message_bytes: int = 64 << 20,
+    ) -> None:
+        """Connects to `target`. TLS is on when `tls` or any certificate is given.
+
+        `root_certificates`: PEM CA of the server (the system's CAs when None);
+        `client_certificate` and `client_key`: PEM, for servers that require mutual TLS;
+        `token`: sent as `authorization: Bearer <token>` on every call.
+        """
         self.target = target
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", max_message_bytes),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_S * 1000),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_S * 1000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        if tls or root_certificates or client_certificate:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=root_certificates,
+                private_key=client_key,
+                certificate_chain=client_certificate,
+            )
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stub = pb_grpc.SegmentationServiceStub(self._channel)
 
     async def __aenter__(self) -> SegmentationClient:
@@ -75,7 +105,7 @@ class SegmentationClient:
 
     async def list_models(self) -> list[pb.ModelInfo]:
         try:
-            response = await self._stub.ListModels(pb.ListModelsRequest())
+            response = await self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise SegmentationError(error.code(), error.details() or "") from None
         return list(response.models)
@@ -99,7 +129,7 @@ class SegmentationClient:
             mask_encoding=mask_encoding,
         )
         try:
-            return await self._stub.Segment(request, timeout=timeout_s)
+            return await self._stub.Segment(request, timeout=timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise SegmentationError(error.code(), error.details() or "") from None
 
@@ -137,7 +167,7 @@ class SegmentationClient:
                     )
                 )
 
-        call = self._stub.StreamSegment(requests())
+        call = self._stub.StreamSegment(requests(), metadata=self._metadata)
         try:
             async for response in call:
                 yield response
