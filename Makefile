@@ -20,11 +20,13 @@ system-packages:
 	  echo "installing libturbojpeg0 (libjpeg-turbo's TurboJPEG API)"; \
 	  $(APT_INSTALL) libturbojpeg0; }
 
-# The metrics tests run a real Prometheus and promtool (Debian's prometheus package).
+# The metrics tests run a real Prometheus and promtool (Debian's prometheus package). Only the
+# binaries are wanted: on a systemd host the package's own daemon would take port 9090.
 test-system-packages:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing prometheus (for the metrics tests)"; \
-	  $(APT_INSTALL) prometheus; }
+	  $(APT_INSTALL) prometheus && \
+	  if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now prometheus; fi; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

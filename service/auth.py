@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 _UNCHECKED_PREFIXES = ("/grpc.health.v1.Health/",)
+_REFUSAL = "missing or wrong bearer token: send metadata `authorization: Bearer <token>`"
 
 
 class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
@@ -42,19 +43,21 @@ def _refusing_handler_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHand
     """A handler of the same kind as `handler` that ends the call UNAUTHENTICATED."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "missing or wrong bearer token: send metadata `authorization: Bearer <token>`",
-        )
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+
+    async def refuse_streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+        # Streaming responses come from an async generator, even one that never yields.
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+        yield
 
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **serializers)
+        return grpc.stream_stream_rpc_method_handler(refuse_streaming, **serializers)
     if handler.request_streaming:
         return grpc.stream_unary_rpc_method_handler(refuse, **serializers)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **serializers)
+        return grpc.unary_stream_rpc_method_handler(refuse_streaming, **serializers)
     return grpc.unary_unary_rpc_method_handler(refuse, **serializers)

@@ -44,3 +44,49 @@ def wait_for_serving(target: str, timeout_s: float = 60.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{target} did not report SERVING within {timeout_s} s")
             time.sleep(0.1)
+
+
+class ServerProcess:
+    """A `segmentation-server` process on loopback, as an operator starts it."""
+
+    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        command = [
+            str(Path(sys.executable).parent / "segmentation-server"),
+            "--address", self.target, "--metrics-port", str(self.metrics_port), *flags,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output = ""
+
+    def __enter__(self) -> ServerProcess:
+        try:
+            wait_for_serving(self.target)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, signal_number: int | None = None, timeout_s: float = 30.0) -> int:
+        """Signals the server (SIGTERM by default), waits for it, keeps what it printed."""
+        import signal
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number or signal.SIGTERM)
+        self.output, _ = self.process.communicate(timeout=timeout_s)
+        return self.process.returncode
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -16,7 +14,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from models.registry import model_spec
-from tests.netutil import free_port, wait_for_serving
+from tests.netutil import ServerProcess
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 from tests.reference import iou, reference_mask
 
@@ -25,24 +23,11 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture(scope="module")
 def server_process() -> Iterator[tuple[str, int]]:
-    port, metrics_port = free_port(), free_port()
-    environ = dict(os.environ, SEGMENTATION_METRICS_PORT=str(metrics_port))
-    process = subprocess.Popen(
-        [BIN / "segmentation-server", "--address", f"127.0.0.1:{port}"],
-        env=environ,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        wait_for_serving(f"127.0.0.1:{port}")
-        assert process.poll() is None
-        yield f"127.0.0.1:{port}", metrics_port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=30)
-        assert process.returncode == 0, output
-        assert "shutting down" in output
+    server = ServerProcess()
+    with server:
+        yield server.target, server.metrics_port
+    assert server.process.returncode == 0, server.output
+    assert "shutting down" in server.output
 
 
 def run_client(*args: str) -> subprocess.CompletedProcess[str]:

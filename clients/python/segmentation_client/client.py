@@ -156,9 +156,16 @@ class SegmentationClient:
             mask_encoding=mask_encoding,
         )
 
+        call: grpc.aio.StreamStreamCall | None = None
+
         async def requests() -> AsyncIterator[pb.StreamSegmentRequest]:
             yield pb.StreamSegmentRequest(config=config)
             async for frame in frames:
+                # Stop writing once the server has ended the call (refused it, or drained for
+                # shutdown): grpcio's asyncio client reports a write into an ended call as
+                # INTERNAL instead of the server's status (grpc/grpc issue 36066).
+                if call is not None and call.done():
+                    return
                 yield pb.StreamSegmentRequest(
                     frame=pb.Frame(
                         frame_id=frame.frame_id,
