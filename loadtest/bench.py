@@ -31,7 +31,13 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, SegmentationClient
 from service.codec import JpegCodec
 from service.config import ServiceConfig
-from service.engine import create_engine
+from service.engine import (
+    TensorFlowEngine,
+    TFLiteEngine,
+    configure_tensorflow,
+    create_engine,
+    measure_ms_per_frame,
+)
 
 
 def video_frames(count: int, width: int, height: int) -> list[bytes]:
@@ -49,10 +55,34 @@ def video_frames(count: int, width: int, height: int) -> list[bytes]:
     return frames
 
 
+def bench_engine_batches(config: ServiceConfig) -> None:
+    """Per-frame cost of each engine at each batch size, and batch 32 against batch 1."""
+    from models.convert import ensure_savedmodel
+
+    spec = model_spec(config.default_model)
+    path = ensure_model_files([spec], Path(config.model_dir), config.fetch_models)[spec.name]
+    savedmodel = ensure_savedmodel(spec, path, Path(config.model_dir))
+    device = configure_tensorflow(config)
+    sizes = (1, 2, 4, 8, 16, 32)
+    engines = (
+        TFLiteEngine(spec, path, config.engine_threads),
+        TensorFlowEngine(spec, savedmodel, device, sizes),
+    )
+    print(f"\nengine cost per frame (ms), {spec.name} on {device}, median of 20 runs:")
+    print("engine      " + "".join(f"{f'batch {size}':>10}" for size in sizes) + "   b32/b1")
+    for engine in engines:
+        engine.warm_up()
+        costs = [measure_ms_per_frame(engine, size, runs=20) for size in sizes]
+        print(
+            f"{engine.name:<12}" + "".join(f"{cost:10.2f}" for cost in costs)
+            + f"   {costs[-1] / costs[0]:6.2f}"
+        )  # fmt: skip
+
+
 def bench_engine(config: ServiceConfig, jpegs: list[bytes], batch: int, seconds: float) -> float:
     spec = model_spec(config.default_model)
     path = ensure_model_files([spec], Path(config.model_dir), config.fetch_models)[spec.name]
-    engine = create_engine(config.engine, spec, path, config.engine_threads)
+    engine = create_engine(config, spec, path)
     engine.warm_up()
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
     with ThreadPoolExecutor(config.decode_workers) as pool:
@@ -102,7 +132,7 @@ async def bench_service(
                 counts["other"] += 1
 
     async with SegmentationClient(target) as client:
-        await client.wait_until_ready()
+        await client.wait_until_serving()
         started = time.monotonic()
         await asyncio.gather(*(one_stream(client, n) for n in range(streams)))
         elapsed = time.monotonic() - started
@@ -132,6 +162,8 @@ def main() -> None:
         f"{config.default_model}, engine {config.engine}, {os.cpu_count()} CPUs"
     )
 
+    bench_engine_batches(config)
+    print()
     engine_fps = bench_engine(config, jpegs, args.streams, args.seconds)
     print(
         f"engine alone (decode + inference, batches of {args.streams}): {engine_fps:7.1f} frames/s"

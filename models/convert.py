@@ -15,7 +15,6 @@ never a guess.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import struct
 import sys
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.fetch import ModelFileError, ensure_model_files, sha256_of
+from models.fetch import ModelFileError, default_model_dir, ensure_model_files, sha256_of
 from models.registry import MODELS, ModelSpec
 
 if TYPE_CHECKING:
@@ -55,6 +54,10 @@ _TENSOR_DTYPES = {
     6: np.dtype("?"),  # BOOL
     9: np.dtype("i1"),  # INT8
 }
+
+
+# Raise when a change to this module changes what it produces.
+CONVERTER_VERSION = 1
 
 
 class ConversionError(Exception):
@@ -567,8 +570,9 @@ def convert_to_savedmodel(spec: ModelSpec, tflite_path: Path, out_dir: Path) -> 
 
 
 def savedmodel_path(spec: ModelSpec, model_dir: Path) -> Path:
-    """Where the converted model is cached: keyed by the source file's registered sha256."""
-    return Path(model_dir) / f"{spec.name}-{spec.sha256[:16]}.savedmodel"
+    """Where the converted model is cached: keyed by the source file's registered sha256 and
+    the converter's version, so that a changed converter never serves a stale conversion."""
+    return Path(model_dir) / f"{spec.name}-{spec.sha256[:16]}-v{CONVERTER_VERSION}.savedmodel"
 
 
 def ensure_savedmodel(spec: ModelSpec, tflite_path: Path, model_dir: Path) -> Path:
@@ -604,12 +608,6 @@ def ensure_savedmodel(spec: ModelSpec, tflite_path: Path, model_dir: Path) -> Pa
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return target
-
-
-def default_model_dir() -> Path:
-    """The service's default model cache (service.config keeps the same default)."""
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_home / "segmentation-service" / "models"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,12 @@ log = logging.getLogger(__name__)
 # The selfie models are the same bytes in every platform's wheel; pin one so the download is
 # the same on every machine.
 _WHEEL_PLATFORM = ("--platform", "manylinux_2_17_x86_64", "--python-version", "3.11")
+
+
+def default_model_dir() -> Path:
+    """The default cache of model files: the user's cache directory."""
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home / "segmentation-service" / "models"
 
 
 class ModelFileError(Exception):

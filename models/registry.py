@@ -17,8 +17,8 @@ class WheelSource:
 class ModelSpec:
     name: str
     file_name: str
-    sha256: str
-    source: WheelSource
+    sha256: str  # empty for a model the user supplies (no registered file)
+    source: WheelSource | None
     input_height: int
     input_width: int
     # The model takes float RGB: pixel * input_scale + input_offset.

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from models.deeplab import deeplab_spec
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
@@ -27,7 +28,7 @@ from service.auth import BearerTokenInterceptor
 from service.batcher import BatchPolicy
 from service.codec import JpegCodec
 from service.config import ServiceConfig
-from service.engine import create_engine
+from service.engine import DeepLabEngine, configure_tensorflow, create_engine
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
 from service.server import SegmentationServicer
@@ -75,11 +76,14 @@ async def _load_pipelines(
     paths = await asyncio.to_thread(
         ensure_model_files, specs, Path(config.model_dir), config.fetch_models
     )
+    engines = [
+        await asyncio.to_thread(create_engine, config, spec, paths[spec.name]) for spec in specs
+    ]
+    if config.deeplab_path:
+        engines.append(await asyncio.to_thread(_create_deeplab_engine, config))
     policy = BatchPolicy(config.max_batch_size, config.max_queue_delay_s)
-    for spec in specs:
-        engine = await asyncio.to_thread(
-            create_engine, config.engine, spec, paths[spec.name], config.engine_threads
-        )
+    for engine in engines:
+        spec = engine.spec
         pipeline = ModelPipeline(
             engine, codec, codec_executor, policy, config.max_batches_in_flight, metrics
         )
@@ -93,6 +97,11 @@ async def _load_pipelines(
             batches_in_flight=lambda p=pipeline: p.batches_in_flight,
         )
         log.info("model %s ready on %s (%s)", spec.name, engine.name, engine.device)
+
+
+def _create_deeplab_engine(config: ServiceConfig) -> DeepLabEngine:
+    device = configure_tensorflow(config)
+    return DeepLabEngine(deeplab_spec(), Path(config.deeplab_path), device)
 
 
 async def _set_health(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

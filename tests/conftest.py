@@ -16,9 +16,10 @@ from service.config import ServiceConfig
 
 
 def loopback_config(**overrides: object) -> ServiceConfig:
-    """The server's own config (flags and SEGMENTATION_* variables) on a free loopback port."""
+    """The server's own config (flags and SEGMENTATION_* variables) on a free loopback port,
+    with the TFLite engine unless the test asks for another."""
     config = ServiceConfig.from_args(["--address", "127.0.0.1:0", "--metrics-port", "0"])
-    return dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **{"engine": "tflite", **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -27,10 +28,11 @@ def model_paths() -> dict[str, Path]:
     return ensure_model_files(MODELS.values(), Path(config.model_dir), fetch=config.fetch_models)
 
 
-@pytest.fixture(scope="session")
-async def server() -> AsyncIterator[RunningService]:
-    """One server with the default settings, shared by the tests that need no special ones."""
-    async with running_server(loopback_config()) as service:
+@pytest.fixture(scope="session", params=["tflite", "tensorflow"])
+async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningService]:
+    """A server with the default settings on each engine, shared by the tests that need no
+    special settings: they run once against each engine."""
+    async with running_server(loopback_config(engine=request.param)) as service:
         yield service
 
 

@@ -115,7 +115,9 @@ def test_ensure_savedmodel_uses_the_cache(
 
     monkeypatch.setattr(convert, "convert_to_savedmodel", no_conversion)
     path = ensure_savedmodel(spec, model_paths[spec.name], savedmodels)
-    assert path == savedmodels / f"selfie-landscape-{spec.sha256[:16]}.savedmodel"
+    assert path == savedmodels / (
+        f"selfie-landscape-{spec.sha256[:16]}-v{convert.CONVERTER_VERSION}.savedmodel"
+    )
     assert (path / "saved_model.pb").is_file()
     assert not [name for name in os.listdir(savedmodels) if name.endswith(".partial")]
 

@@ -103,6 +103,23 @@ class SegmentationClient:
         """Waits until the channel is connected (the server is up)."""
         await asyncio.wait_for(self._channel.channel_ready(), timeout_s)
 
+    async def wait_until_serving(self, timeout_s: float = 60.0) -> None:
+        """Waits until the server's health check says SERVING (its models are warm)."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(self._channel)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass  # not listening yet
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{self.target} was not SERVING within {timeout_s} s")
+            await asyncio.sleep(0.1)
+
     async def list_models(self) -> list[pb.ModelInfo]:
         try:
             response = await self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata)
