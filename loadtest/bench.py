@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from loadtest.bench_quality import bench_quality
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
@@ -163,6 +164,7 @@ def main() -> None:
     )
 
     bench_engine_batches(config)
+    bench_quality(config)
     print()
     engine_fps = bench_engine(config, jpegs, args.streams, args.seconds)
     print(

@@ -164,7 +164,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
     codec_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="codec")
     pipelines: dict[str, ModelPipeline] = {}
     health_servicer = health.aio.HealthServicer()
-    servicer = SegmentationServicer(config, streams, metrics)
+    servicer = SegmentationServicer(config, streams, metrics, codec)
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(config))
     pb_grpc.add_SegmentationServiceServicer_to_server(servicer, server)

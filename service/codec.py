@@ -50,6 +50,7 @@ class DecodedFrame:
     pixels: np.ndarray  # uint8 RGB, shape (input_height, input_width, 3)
     width: int  # of the frame as sent
     height: int
+    frame: np.ndarray | None = None  # uint8 RGB at the output size, when asked for
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,12 @@ class EncodedMask:
     height: int
     encoding: int  # pb.MaskEncoding
     data: bytes
+
+
+def _resized(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    if rgb.shape[:2] == (height, width):
+        return rgb
+    return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BILINEAR))
 
 
 def scaled_size(width: int, height: int, factor: tuple[int, int]) -> tuple[int, int]:
@@ -105,9 +112,24 @@ class JpegCodec:
             )
         return width, height
 
-    def decode_for_model(self, jpeg: bytes, input_width: int, input_height: int) -> DecodedFrame:
+    def decode_for_model(
+        self,
+        jpeg: bytes,
+        input_width: int,
+        input_height: int,
+        output_size: tuple[int, int] | None = None,
+    ) -> DecodedFrame:
+        """The frame stretched to the model input; with `output_size` (width, height; 0x0 for
+        the frame's own size) also the frame itself at that size, from the same decode."""
         width, height = self.read_size(jpeg)
-        factor = self._smallest_factor_covering(width, height, input_width, input_height)
+        need_width, need_height = input_width, input_height
+        if output_size is not None:
+            output_size = (output_size[0] or width, output_size[1] or height)
+            need_width, need_height = (
+                max(need_width, output_size[0]),
+                max(need_height, output_size[1]),
+            )
+        factor = self._smallest_factor_covering(width, height, need_width, need_height)
         try:
             rgb = self._turbo.decode(
                 jpeg, pixel_format=TJPF_RGB, scaling_factor=factor, flags=_DECODE_FLAGS
@@ -116,10 +138,15 @@ class JpegCodec:
             raise FrameError(
                 FrameErrorReason.CORRUPT_JPEG, f"JPEG decoding failed: {error}"
             ) from None
-        if rgb.shape[:2] != (input_height, input_width):
-            resized = Image.fromarray(rgb).resize((input_width, input_height), Image.BILINEAR)
-            rgb = np.asarray(resized)
-        return DecodedFrame(pixels=rgb, width=width, height=height)
+        frame = None
+        if output_size is not None:
+            frame = _resized(rgb, *output_size)
+        return DecodedFrame(_resized(rgb, input_width, input_height), width, height, frame)
+
+    def decode_image(self, jpeg: bytes) -> np.ndarray:
+        """A whole image at its own size, within the same limits as frames."""
+        width, height = self.read_size(jpeg)
+        return self.decode_for_model(jpeg, width, height).pixels
 
     def _smallest_factor_covering(
         self, width: int, height: int, input_width: int, input_height: int
@@ -130,8 +157,11 @@ class JpegCodec:
                 return factor
         return (1, 1)
 
+    def encode_rgb(self, rgb: np.ndarray, quality: int) -> bytes:
+        return self._turbo.encode(rgb, quality=quality, pixel_format=TJPF_RGB)
+
     def encode_mask(self, alpha: np.ndarray, width: int, height: int, encoding: int) -> EncodedMask:
-        """Upscales a model-sized alpha in [0, 1] to width x height and encodes it."""
+        """Upscales an alpha in [0, 1] to width x height (bilinear) and encodes it."""
         alpha_u8 = (np.clip(alpha, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         if alpha_u8.shape != (height, width):
             alpha_u8 = np.asarray(Image.fromarray(alpha_u8).resize((width, height), Image.BILINEAR))

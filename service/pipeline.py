@@ -15,14 +15,22 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
 from service.batcher import Batch, Batcher, BatchPolicy, Clock
-from service.codec import EncodedMask, JpegCodec
+from service.codec import DecodedFrame, EncodedMask, JpegCodec
 from service.engine import Engine
 from service.errors import FrameError, FrameErrorReason, InvalidConfigError
 from service.metrics import ServiceMetrics
+from service.refine import Background, TemporalSmoother, composite, guided_upscale
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompositeRequest:
+    background: Background
+    jpeg_quality: int = 85
 
 
 @dataclass(frozen=True)
@@ -32,6 +40,12 @@ class MaskRequest:
     width: int
     height: int
     encoding: int  # pb.MaskEncoding
+    edge_aware: bool = False  # guided upscaling, which needs the full-resolution frame
+    composite: CompositeRequest | None = None  # the composited frame instead of a mask
+
+    @property
+    def needs_frame(self) -> bool:
+        return self.edge_aware or self.composite is not None
 
     def check(self, max_pixels: int) -> None:
         if (self.width == 0) != (self.height == 0):
@@ -55,10 +69,22 @@ class FrameTimings:
 
 
 @dataclass(frozen=True)
+class EncodedImage:
+    width: int
+    height: int
+    jpeg: bytes
+
+
+@dataclass(frozen=True)
 class SegmentedFrame:
-    mask: EncodedMask
+    mask: EncodedMask | None  # None when a composite was asked for
     batch_size: int
     timings: FrameTimings
+    composited: EncodedImage | None = None
+
+    @property
+    def sent_bytes(self) -> int:
+        return len(self.mask.data) if self.mask else len(self.composited.jpeg)
 
 
 @dataclass(frozen=True)
@@ -124,7 +150,9 @@ class ModelPipeline:
         await asyncio.gather(*self._batch_tasks, return_exceptions=True)
         self._engine_executor.shutdown(wait=True)
 
-    async def segment(self, jpeg: bytes, mask: MaskRequest) -> SegmentedFrame:
+    async def segment(
+        self, jpeg: bytes, mask: MaskRequest, smoother: TemporalSmoother | None = None
+    ) -> SegmentedFrame:
         """Segments one frame; raises FrameError when this frame cannot be served."""
         loop = asyncio.get_running_loop()
         started = self._clock()
@@ -134,6 +162,7 @@ class ModelPipeline:
             jpeg,
             self.spec.input_width,
             self.spec.input_height,
+            (mask.width, mask.height) if mask.needs_frame else None,
         )
         decoded_at = self._clock()
         waiting = _WaitingFrame(decoded.pixels, loop.create_future())
@@ -145,13 +174,8 @@ class ModelPipeline:
             self._batcher.remove(waiting)
             raise
         encode_started = self._clock()
-        encoded = await loop.run_in_executor(
-            self._codec_executor,
-            self._codec.encode_mask,
-            output.alpha,
-            mask.width or decoded.width,
-            mask.height or decoded.height,
-            mask.encoding,
+        encoded, composited = await loop.run_in_executor(
+            self._codec_executor, self._finish, output.alpha, decoded, mask, smoother
         )
         finished = self._clock()
         timings = FrameTimings(
@@ -161,7 +185,28 @@ class ModelPipeline:
             encode_s=finished - encode_started,
             total_s=finished - started,
         )
-        return SegmentedFrame(mask=encoded, batch_size=output.batch_size, timings=timings)
+        return SegmentedFrame(encoded, output.batch_size, timings, composited)
+
+    def _finish(
+        self,
+        alpha: np.ndarray,
+        decoded: DecodedFrame,
+        request: MaskRequest,
+        smoother: TemporalSmoother | None,
+    ) -> tuple[EncodedMask | None, EncodedImage | None]:
+        """Smooths, upscales and encodes one frame's alpha (on a codec thread)."""
+        if smoother is not None:
+            alpha = smoother(alpha)
+        width, height = request.width or decoded.width, request.height or decoded.height
+        if request.edge_aware:
+            alpha = guided_upscale(alpha, decoded.pixels, decoded.frame)
+        if request.composite is None:
+            return self._codec.encode_mask(alpha, width, height, request.encoding), None
+        if alpha.shape != (height, width):
+            alpha = np.asarray(Image.fromarray(alpha, "F").resize((width, height), Image.BILINEAR))
+        image = composite(decoded.frame, alpha, request.composite.background)
+        jpeg = self._codec.encode_rgb(image, request.composite.jpeg_quality)
+        return None, EncodedImage(width, height, jpeg)
 
     async def _run_batches(self) -> None:
         while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -12,7 +13,7 @@ import grpc
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
-from service.codec import EncodedMask
+from service.codec import EncodedMask, JpegCodec
 from service.config import ServiceConfig
 from service.errors import (
     FrameError,
@@ -27,7 +28,8 @@ from service.errors import (
     UnknownModelError,
 )
 from service.metrics import ServiceMetrics
-from service.pipeline import FrameTimings, MaskRequest, ModelPipeline
+from service.pipeline import CompositeRequest, FrameTimings, MaskRequest, ModelPipeline
+from service.refine import Background
 from service.streams import (
     FrameAnswer,
     FrameBudget,
@@ -49,6 +51,8 @@ _STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     UnknownModelError: grpc.StatusCode.NOT_FOUND,
     StreamIdInUseError: grpc.StatusCode.ALREADY_EXISTS,
 }
+
+DEFAULT_BLUR_RADIUS = 12.0  # pixels: a composite that names no background blurs it this much
 
 _OUTCOME_STATUS = {
     FrameOutcome.OK: pb.StreamSegmentResponse.OK,
@@ -93,9 +97,14 @@ def _stage_seconds(timings: FrameTimings, receive_s: float, queue_s: float) -> d
 
 class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     def __init__(
-        self, config: ServiceConfig, streams: StreamRegistry, metrics: ServiceMetrics
+        self,
+        config: ServiceConfig,
+        streams: StreamRegistry,
+        metrics: ServiceMetrics,
+        codec: JpegCodec,
     ) -> None:
         self._config = config
+        self._codec = codec
         self._pipelines: Mapping[str, ModelPipeline] | None = None  # None while warming up
         self._streams = streams
         self._metrics = metrics
@@ -148,13 +157,13 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             first = await self._next_request(requests)
             if first is None:
                 return  # the caller closed without sending anything
-            stream = self._open_stream(first)
+            stream = await self._open_stream(first)
             self._metrics.active_streams.labels(stream.model).inc()
             reader = asyncio.create_task(self._read_frames(requests, stream))
             self._readers[stream] = reader
             async for answer in stream.answers():
                 response = self._response(stream.stream_id, answer)
-                self._observe(stream.model, answer, len(response.mask.data))
+                self._observe(stream.model, answer)
                 self.frames_answered += 1
                 yield response
         except tuple(_STATUS_OF_ERROR) as error:
@@ -183,7 +192,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         except TimeoutError:
             raise StreamIdleError(f"the stream sent nothing for {idle_s:g} s") from None
 
-    def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
+    async def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
         if not first.HasField("config"):
             raise StreamProtocolError(
                 "the first message of a stream must be a StreamConfig; got a Frame"
@@ -191,6 +200,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         config = first.config
         pipeline = self._pipeline(config.model)
         mask = self._mask_request(config.mask_width, config.mask_height, config.mask_encoding)
+        if not 0.0 <= config.temporal_smoothing <= 1.0:
+            raise InvalidConfigError(
+                f"temporal_smoothing must be in [0, 1]; was {config.temporal_smoothing:g}"
+            )
+        composite = None
+        if config.HasField("composite"):
+            composite = await self._composite_request(config.composite)
+        mask = dataclasses.replace(mask, edge_aware=config.edge_aware_upscale, composite=composite)
         return self._streams.open(
             config.stream_id,
             lambda stream_id: VideoStream(
@@ -200,8 +217,35 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 pipeline.segment,
                 self._config.max_frames_in_flight_per_stream,
                 self._budget,
+                smoothing=config.temporal_smoothing,
             ),
         )
+
+    async def _composite_request(self, composite: pb.Composite) -> CompositeRequest:
+        quality = composite.jpeg_quality or 85
+        if not 1 <= quality <= 100:
+            raise InvalidConfigError(f"composite jpeg_quality must be 1..100; was {quality}")
+        match composite.WhichOneof("background"):
+            case "color_rgb":
+                rgb = composite.color_rgb
+                background = Background(color=((rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255))
+            case "image_jpeg":
+                try:
+                    image = await asyncio.to_thread(self._codec.decode_image, composite.image_jpeg)
+                except FrameError as error:
+                    raise InvalidConfigError(
+                        f"composite background image: {error.message}"
+                    ) from None
+                background = Background(image=image)
+            case "blur_radius" if not 0 < composite.blur_radius <= 200:
+                raise InvalidConfigError(
+                    f"composite blur_radius must be in (0, 200]; was {composite.blur_radius:g}"
+                )
+            case "blur_radius":
+                background = Background(blur_radius=composite.blur_radius)
+            case _:
+                background = Background(blur_radius=DEFAULT_BLUR_RADIUS)
+        return CompositeRequest(background, quality)
 
     async def _read_frames(
         self, request_iterator: AsyncIterator[pb.StreamSegmentRequest], stream: VideoStream
@@ -225,9 +269,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         except (StreamProtocolError, StreamIdleError) as error:
             stream.fail(error)
 
-    def _observe(self, model: str, answer: FrameAnswer, sent_bytes: int) -> None:
+    def _observe(self, model: str, answer: FrameAnswer) -> None:
         stages = None
+        sent_bytes = 0
         if answer.segmented is not None:
+            sent_bytes = answer.segmented.sent_bytes
             stages = _stage_seconds(
                 answer.segmented.timings, answer.receive_s, answer.admission_wait_s
             )
@@ -249,7 +295,13 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             status=_OUTCOME_STATUS[answer.outcome],
         )
         if answer.segmented is not None:
-            response.mask.CopyFrom(_mask_message(answer.segmented.mask))
+            if answer.segmented.mask is not None:
+                response.mask.CopyFrom(_mask_message(answer.segmented.mask))
+            else:
+                image = answer.segmented.composited
+                response.composited.CopyFrom(
+                    pb.Image(width=image.width, height=image.height, jpeg=image.jpeg)
+                )
             response.batch_size = answer.segmented.batch_size
             response.timings.CopyFrom(
                 _timings_message(
@@ -288,7 +340,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             stage_seconds=_stage_seconds(segmented.timings, 0.0, 0.0),
             total_s=total_s,
             received_bytes=len(request.jpeg),
-            sent_bytes=len(segmented.mask.data),
+            sent_bytes=segmented.sent_bytes,
         )
         return pb.SegmentResponse(
             mask=_mask_message(segmented.mask),

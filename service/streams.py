@@ -28,10 +28,11 @@ from service.errors import (
 )
 from service.metrics import StreamReport
 from service.pipeline import MaskRequest, SegmentedFrame
+from service.refine import TemporalSmoother
 
 log = logging.getLogger(__name__)
 
-Segmenter = Callable[[bytes, MaskRequest], Awaitable[SegmentedFrame]]
+Segmenter = Callable[[bytes, MaskRequest, TemporalSmoother | None], Awaitable[SegmentedFrame]]
 
 
 class FrameOutcome(StrEnum):
@@ -153,6 +154,7 @@ class VideoStream:
         segment: Segmenter,
         max_in_flight: int,
         budget: FrameBudget | None = None,
+        smoothing: float = 0.0,
         clock: Clock = time.monotonic,
     ) -> None:
         self.stream_id = stream_id
@@ -161,6 +163,8 @@ class VideoStream:
         self._segment = segment
         self._max_in_flight = max_in_flight
         self._budget = budget or FrameBudget(max_in_flight)
+        # The previous mask lives with the stream and goes with it.
+        self._smoother = TemporalSmoother(smoothing) if smoothing else None
         self._clock = clock
         self._answers: deque[asyncio.Future[FrameAnswer]] = deque()  # in frame order
         self._waiting: _PendingFrame | None = None
@@ -274,7 +278,7 @@ class VideoStream:
         frame = pending.frame
         admission_wait_s = self._clock() - pending.arrived_at
         try:
-            segmented = await self._segment(frame.jpeg, self.mask)
+            segmented = await self._segment(frame.jpeg, self.mask, self._smoother)
             answer = FrameAnswer(
                 frame.frame_id,
                 frame.capture_timestamp_us,

@@ -27,7 +27,9 @@ class GatedSegmenter:
         self.started: list[bytes] = []
         self.cancelled: list[bytes] = []
 
-    async def __call__(self, jpeg: bytes, mask: MaskRequest) -> SegmentedFrame:
+    async def __call__(
+        self, jpeg: bytes, mask: MaskRequest, smoother: object = None
+    ) -> SegmentedFrame:
         self.started.append(jpeg)
         gate = self.gates.setdefault(jpeg, asyncio.get_running_loop().create_future())
         try:
