@@ -11,7 +11,7 @@ METRICS_PORT ?= 9090
 APT_INSTALL := $(SUDO) apt-get update -qq && \
   DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup serve test lint bench system-packages test-system-packages models stubs clean
+.PHONY: setup serve test lint bench loadtest system-packages test-system-packages models stubs clean
 
 setup: system-packages $(VENV)/.installed stubs models
 
@@ -57,6 +57,12 @@ test: setup test-system-packages lint
 
 bench: setup
 	$(BIN)/python -m loadtest.bench
+
+# A short capacity search on this machine, for each configuration compared; report in
+# loadtest-report/ (plots and summary.md). Longer holds give steadier answers: see loadtest/README.md.
+loadtest: setup
+	$(BIN)/segmentation-loadtest compare --hold-s 6 --warm-up-s 2 --start 4 --step 2 \
+	  --max-streams 24 --out loadtest-report
 
 clean:
 	rm -rf $(VENV) $(STUBS) clients/python/segmentation/v1/*_pb2*

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 import grpc
 import psutil
 
+from loadtest.local_server import free_port
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.app import RunningService, running_server
 from tests.conftest import loopback_config
-from tests.netutil import free_port
 from tests.photos import video_frame_jpeg
 
 STREAMS = 1000

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.local_server import ServerProcess
 from models.registry import model_spec
-from tests.netutil import ServerProcess
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 from tests.reference import iou, reference_mask
 

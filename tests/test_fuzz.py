@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from loadtest.local_server import ServerProcess
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.errors import FrameErrorReason
-from tests.netutil import ServerProcess
 from tests.photos import astronaut_rgb, encode_jpeg, grace_hopper_jpeg, video_frame_jpeg
 
 FRAMES_PER_EXAMPLE = 200

@@ -10,11 +10,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from loadtest.local_server import free_port
 from segmentation_client import SegmentationClient, SegmentationError
 from service.app import SERVICE_NAME, running_server
 from service.engine import TFLiteEngine
 from tests.conftest import loopback_config
-from tests.netutil import free_port
 from tests.photos import astronaut_jpeg
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

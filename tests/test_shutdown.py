@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from loadtest.local_server import ServerProcess
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, SegmentationClient, SegmentationError
-from tests.netutil import ServerProcess
 from tests.photos import video_frame_jpeg
 
 GRACE_S = 5.0

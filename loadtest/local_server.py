@@ -1,4 +1,5 @@
-"""Loopback ports and readiness waits for tests that run real servers."""
+"""A `segmentation-server` process on loopback, as an operator starts it: for load runs that
+start their own server, and for the tests."""
 
 from __future__ import annotations
 
