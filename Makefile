@@ -22,11 +22,14 @@ system-packages:
 
 # The metrics tests run a real Prometheus and promtool (Debian's prometheus package). Only the
 # binaries are wanted: on a systemd host the package's own daemon would take port 9090.
+# The deploy tests build the Kubernetes manifests with kubectl's kustomize.
 test-system-packages:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing prometheus (for the metrics tests)"; \
 	  $(APT_INSTALL) prometheus && \
 	  if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now prometheus; fi; }
+	@command -v kubectl >/dev/null || { \
+	  echo "installing kubectl (for the manifest tests)"; $(APT_INSTALL) kubectl; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

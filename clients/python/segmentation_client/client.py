@@ -57,6 +57,7 @@ class SegmentationClient:
         client_certificate: bytes | None = None,
         client_key: bytes | None = None,
         token: str | None = None,
+        load_balancing: str = "round_robin",
         max_message_bytes: int = 64 << 20,
     ) -> None:
         """Connects to `target`. TLS is on when `tls` or any certificate is given.
@@ -64,6 +65,9 @@ class SegmentationClient:
         `root_certificates`: PEM CA of the server (the system's CAs when None);
         `client_certificate` and `client_key`: PEM, for servers that require mutual TLS;
         `token`: sent as `authorization: Bearer <token>` on every call.
+        `load_balancing`: with a target that resolves to several replicas (the headless
+        Service's `dns:///segmentation.<namespace>.svc:50051`), "round_robin" spreads new
+        streams over all of them; "pick_first" sends everything to one.
         """
         self.target = target
         options = [
@@ -72,6 +76,7 @@ class SegmentationClient:
             ("grpc.keepalive_time_ms", KEEPALIVE_TIME_S * 1000),
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_S * 1000),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.lb_policy_name", load_balancing),
         ]
         if tls or root_certificates or client_certificate:
             credentials = grpc.ssl_channel_credentials(
