@@ -11,7 +11,7 @@ METRICS_PORT ?= 9090
 APT_INSTALL := $(SUDO) apt-get update -qq && \
   DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup serve test lint bench loadtest system-packages test-system-packages models stubs clean
+.PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean
 
 setup: system-packages $(VENV)/.installed stubs models
 
@@ -30,6 +30,9 @@ test-system-packages:
 	  if [ -d /run/systemd/system ]; then $(SUDO) systemctl disable --now prometheus; fi; }
 	@command -v kubectl >/dev/null || { \
 	  echo "installing kubectl (for the manifest tests)"; $(APT_INSTALL) kubectl; }
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium (for the browser test of the WebRTC demo)"; \
+	  $(APT_INSTALL) chromium; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +69,16 @@ bench: setup
 loadtest: setup
 	$(BIN)/segmentation-loadtest compare --hold-s 6 --warm-up-s 2 --start 4 --step 2 \
 	  --max-streams 24 --out loadtest-report
+
+# The WebRTC demo: the service and the gateway on this machine; open the printed address in a
+# browser with a camera (localhost counts as a secure origin for getUserMedia).
+DEMO_PORT ?= 8080
+demo: setup
+	@$(BIN)/segmentation-server --address 127.0.0.1:50051 --metrics-port $(METRICS_PORT) & \
+	  server=$$!; trap 'kill $$server' EXIT INT TERM; \
+	  until $(BIN)/segmentation-healthcheck --target 127.0.0.1:50051 >/dev/null 2>&1; do \
+	    kill -0 $$server || exit 1; sleep 1; done; \
+	  $(BIN)/segmentation-webrtc-gateway --listen 127.0.0.1:$(DEMO_PORT) --target 127.0.0.1:50051
 
 clean:
 	rm -rf $(VENV) $(STUBS) clients/python/segmentation/v1/*_pb2*

@@ -164,8 +164,14 @@ class SegmentationClient:
         mask_width: int = 0,
         mask_height: int = 0,
         mask_encoding: int = pb.MASK_ENCODING_RAW_U8,
+        temporal_smoothing: float = 0.0,
+        edge_aware_upscale: bool = False,
+        composite: pb.Composite | None = None,
     ) -> AsyncIterator[pb.StreamSegmentResponse]:
         """Sends `frames` as one video stream and yields one response per frame, in order.
+
+        `composite`: answers carry the composited frame (`response.composited`) instead of a
+        mask; `temporal_smoothing` and `edge_aware_upscale` as in StreamConfig.
 
         Responses with status DROPPED or ERROR are yielded like OK ones; a refused stream
         raises SegmentationError. Leaving the loop early cancels the stream.
@@ -176,6 +182,9 @@ class SegmentationClient:
             mask_width=mask_width,
             mask_height=mask_height,
             mask_encoding=mask_encoding,
+            temporal_smoothing=temporal_smoothing,
+            edge_aware_upscale=edge_aware_upscale,
+            composite=composite,
         )
 
         call: grpc.aio.StreamStreamCall | None = None

@@ -1,0 +1,1 @@
+"""A WebRTC gateway: a browser's camera in, the same video with its background replaced out."""
