@@ -1,22 +1,25 @@
 """The whole product in a browser: headless Chromium's fake camera (a video made of a real
 photo) goes over WebRTC to the gateway, the gateway asks the real service, and the video that
-comes back has the person kept and the background replaced."""
+comes back has the person kept and the background replaced.
+
+The gateway runs as its own process, as `make demo` starts it: aiortc's bundled libsrtp and
+TensorFlow (which other tests load into this process) crash when loaded into one process."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
-from aiohttp import web
 from PIL import Image
 
-from loadtest.local_server import free_port
+from loadtest.local_server import free_port, wait_for_http
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
-from segmentation_webrtc.gateway import Gateway
 from service.app import running_server
 from tests.conftest import loopback_config
 from tests.photos import encode_jpeg, grace_hopper_rgb
@@ -66,12 +69,14 @@ async def test_a_browser_call_comes_back_with_the_background_replaced(tmp_path: 
                     await client.segment(encode_jpeg(source), mask_encoding=pb.MASK_ENCODING_RAW_U8)
                 ).mask
             )
-        gateway = Gateway(service.target, loopback_only=True)
-        runner = web.AppRunner(gateway.app())
-        await runner.setup()
         port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        gateway = await asyncio.create_subprocess_exec(
+            Path(sys.executable).parent / "segmentation-webrtc-gateway", "--listen",
+            f"127.0.0.1:{port}", "--target", service.target, "--loopback-only",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
         try:
+            await asyncio.to_thread(wait_for_http, f"http://127.0.0.1:{port}/")
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(
                     executable_path=CHROMIUM,
@@ -105,7 +110,9 @@ async def test_a_browser_call_comes_back_with_the_background_replaced(tmp_path: 
                 await page.screenshot(path=str(screenshot))
                 await browser.close()
         finally:
-            await runner.cleanup()
+            gateway.terminate()
+            gateway_output = (await gateway.communicate())[0].decode()
+    assert "Traceback" not in gateway_output, gateway_output
 
     received = np.asarray(
         Image.open(io.BytesIO(base64.b64decode(frame_png.split(",")[1]))).convert("RGB"),
