@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import os
 import socket
 import subprocess
@@ -23,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from loadtest.bench_quality import bench_quality
+from loadtest.frames import video_sequence
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
@@ -39,21 +38,6 @@ from service.engine import (
     create_engine,
     measure_ms_per_frame,
 )
-
-
-def video_frames(count: int, width: int, height: int) -> list[bytes]:
-    """Frames of a window panning over a real photo of a person, JPEG-encoded once."""
-    from skimage import data
-
-    photo = Image.fromarray(data.astronaut())
-    frames = []
-    for n in range(count):
-        left = 4 * n % 96
-        crop = photo.crop((left, 0, left + 416, 512)).resize((width, height))
-        buffer = io.BytesIO()
-        crop.save(buffer, format="JPEG", quality=85)
-        frames.append(buffer.getvalue())
-    return frames
 
 
 def bench_engine_batches(config: ServiceConfig) -> None:
@@ -156,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
 
     config = ServiceConfig.from_args([])
-    jpegs = video_frames(24, args.width, args.height)
+    jpegs = video_sequence(args.width, args.height, frames=24)
     mean_kb = np.mean([len(jpeg) for jpeg in jpegs]) / 1e3
     print(
         f"{args.width}x{args.height} JPEG frames (~{mean_kb:.0f} kB), model "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.frames import video_sequence
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
@@ -20,10 +21,8 @@ from service.refine import Background, TemporalSmoother, composite, guided_upsca
 
 
 def _noisy_still_frames(width: int, height: int, count: int, sigma: float) -> list[bytes]:
-    from loadtest.bench import video_frames
-
     codec = JpegCodec(1 << 24, 1 << 26)
-    still = codec.decode_image(video_frames(1, width, height)[0])
+    still = codec.decode_image(video_sequence(width, height, frames=1)[0])
     rng = np.random.default_rng(0)
     frames = []
     for _ in range(count):

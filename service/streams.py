@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -322,9 +322,6 @@ class StreamRegistry:
 
     def __contains__(self, stream_id: str) -> bool:
         return stream_id in self._streams
-
-    def __iter__(self) -> Iterator[VideoStream]:
-        return iter(list(self._streams.values()))
 
     def open(self, stream_id: str, create: Callable[[str], VideoStream]) -> VideoStream:
         """Registers a new stream; an empty id gets a fresh one."""

@@ -41,7 +41,7 @@ async def test_late_answers_do_not_slow_the_sending() -> None:
     figures = summarize(result)["overall"]
     sent = [r for r in result.frames if r.sent_at]
     assert len(sent) == len(result.frames), "every scheduled frame was sent"
-    assert figures["send_lag_p99_ms"] < 40, "frames left on their schedule"
+    assert figures["send_lag_p99_ms"] < 100, "frames left on their schedule, not on answers"
     assert figures["latency_ms"]["p50"] >= 350, "latency counts from the scheduled send"
     assert figures["ok"] > 0 and figures["errors"] == 0
 
