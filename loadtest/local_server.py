@@ -54,6 +54,7 @@ class ServerProcess:
         import os
         import subprocess
         import sys
+        import tempfile
         from pathlib import Path
 
         self.port = free_port()
@@ -63,10 +64,12 @@ class ServerProcess:
             str(Path(sys.executable).parent / "segmentation-server"),
             "--address", self.target, "--metrics-port", str(self.metrics_port), *flags,
         ]  # fmt: skip
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
+        self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(
             command,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             text=True,
         )
@@ -86,7 +89,11 @@ class ServerProcess:
 
         if self.process.poll() is None:
             self.process.send_signal(signal_number or signal.SIGTERM)
-        self.output, _ = self.process.communicate(timeout=timeout_s)
+        self.process.wait(timeout=timeout_s)
+        if not self._log.closed:
+            self._log.seek(0)
+            self.output = self._log.read()
+            self._log.close()
         return self.process.returncode
 
     def __exit__(self, *exc_info: object) -> None:

@@ -32,7 +32,7 @@ from service.engine import DeepLabEngine, configure_tensorflow, create_engine
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
 from service.server import SegmentationServicer
-from service.streams import StreamRegistry
+from service.streams import FrameBudget, StreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ class RunningService:
     streams: StreamRegistry
     metrics: ServiceMetrics
     health: health.aio.HealthServicer
+    frame_budget: FrameBudget
 
 
 def _local_target(address: str, port: int) -> str:
@@ -197,6 +198,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
             streams=streams,
             metrics=metrics,
             health=health_servicer,
+            frame_budget=servicer.frame_budget,
         )
     finally:
         await _set_health(health_servicer, serving=False)

@@ -73,7 +73,7 @@ class TFLiteEngine:
             self._interpreters[size] = (interpreter, input_index, output_index)
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
-        inputs = frames.astype(np.float32) * np.float32(self.spec.input_scale)
+        inputs = np.multiply(frames, np.float32(self.spec.input_scale), dtype=np.float32)
         if self.spec.input_offset:
             inputs += np.float32(self.spec.input_offset)
         outputs = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Sequence
@@ -17,12 +18,26 @@ async def _serve(config: ServiceConfig) -> None:
     from service.app import running_server
 
     stop = asyncio.Event()
+    ready = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with running_server(config):
-        await stop.wait()
-        log.info("shutting down: open streams get %.1f s to finish", config.shutdown_grace_s)
+
+    async def serve_until_stopped() -> None:
+        async with running_server(config):
+            ready.set()
+            await stop.wait()
+            log.info("shutting down: open streams get %.1f s to finish", config.shutdown_grace_s)
+
+    serving = asyncio.create_task(serve_until_stopped())
+    stopped = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if stop.is_set() and not ready.is_set():
+        log.info("shutting down during start-up")
+        serving.cancel()  # still loading: nothing to drain
+    stopped.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await serving
 
 
 def _prepare_models(config: ServiceConfig) -> None:

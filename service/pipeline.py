@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -22,9 +23,12 @@ from service.codec import DecodedFrame, EncodedMask, JpegCodec
 from service.engine import Engine
 from service.errors import FrameError, FrameErrorReason, InvalidConfigError
 from service.metrics import ServiceMetrics
-from service.refine import Background, TemporalSmoother, composite, guided_upscale
+from service.refine import Background, composite, guided_upscale
 
 log = logging.getLogger(__name__)
+
+# One frame's temporal smoothing with its stream's state: alpha at model size in and out.
+Smoothing = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,7 @@ class ModelPipeline:
         self._engine_executor.shutdown(wait=True)
 
     async def segment(
-        self, jpeg: bytes, mask: MaskRequest, smoother: TemporalSmoother | None = None
+        self, jpeg: bytes, mask: MaskRequest, smooth: Smoothing | None = None
     ) -> SegmentedFrame:
         """Segments one frame; raises FrameError when this frame cannot be served."""
         loop = asyncio.get_running_loop()
@@ -175,7 +179,7 @@ class ModelPipeline:
             raise
         encode_started = self._clock()
         encoded, composited = await loop.run_in_executor(
-            self._codec_executor, self._finish, output.alpha, decoded, mask, smoother
+            self._codec_executor, self._finish, output.alpha, decoded, mask, smooth
         )
         finished = self._clock()
         timings = FrameTimings(
@@ -192,11 +196,11 @@ class ModelPipeline:
         alpha: np.ndarray,
         decoded: DecodedFrame,
         request: MaskRequest,
-        smoother: TemporalSmoother | None,
+        smooth: Smoothing | None,
     ) -> tuple[EncodedMask | None, EncodedImage | None]:
         """Smooths, upscales and encodes one frame's alpha (on a codec thread)."""
-        if smoother is not None:
-            alpha = smoother(alpha)
+        if smooth is not None:
+            alpha = smooth(alpha)
         width, height = request.width or decoded.width, request.height or decoded.height
         if request.edge_aware:
             alpha = guided_upscale(alpha, decoded.pixels, decoded.frame)

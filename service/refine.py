@@ -26,7 +26,9 @@ class TemporalSmoother:
     """One stream's smoothing state: the previous alpha at the model's resolution.
 
     `strength` in (0, 1] is how much of the previous alpha a fully uncertain pixel keeps.
-    Frames of one stream may finish on two codec threads at once, so updates take a lock.
+    Frames of one stream may finish on two codec threads at once, and not always in order: a
+    lock serialises them, and a frame older than the last one stored (by its `sequence`) is
+    smoothed but does not become the previous alpha.
     """
 
     def __init__(self, strength: float) -> None:
@@ -34,9 +36,10 @@ class TemporalSmoother:
             raise ValueError(f"smoothing strength must be in (0, 1]; was {strength}")
         self.strength = strength
         self._previous: np.ndarray | None = None
+        self._previous_sequence = -1
         self._lock = threading.Lock()
 
-    def __call__(self, alpha: np.ndarray) -> np.ndarray:
+    def __call__(self, alpha: np.ndarray, sequence: int | None = None) -> np.ndarray:
         with self._lock:
             previous = self._previous
             if previous is None or previous.shape != alpha.shape:
@@ -44,7 +47,9 @@ class TemporalSmoother:
             else:
                 weight = uncertainty(alpha) * np.float32(self.strength)
                 smoothed = alpha + (previous - alpha) * weight
-            self._previous = smoothed
+            if sequence is None or sequence > self._previous_sequence:
+                self._previous = smoothed
+                self._previous_sequence = sequence if sequence is not None else -1
             return smoothed
 
 

@@ -67,8 +67,11 @@ def _status_of_frame_error(error: FrameError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-def _mask_message(mask: EncodedMask) -> pb.Mask:
-    return pb.Mask(width=mask.width, height=mask.height, encoding=mask.encoding, data=mask.data)
+def _fill_mask(message: pb.Mask, mask: EncodedMask) -> None:
+    """Fills the response's own Mask in place: building one and copying it would copy the bytes
+    twice per frame."""
+    message.width, message.height, message.encoding = mask.width, mask.height, mask.encoding
+    message.data = mask.data
 
 
 def _timings_message(
@@ -108,7 +111,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._pipelines: Mapping[str, ModelPipeline] | None = None  # None while warming up
         self._streams = streams
         self._metrics = metrics
-        self._budget = FrameBudget(config.max_frames_in_flight)
+        self.frame_budget = FrameBudget(config.max_frames_in_flight)
         self._readers: dict[VideoStream, asyncio.Task[None]] = {}
         self._draining = False
         self.frames_received = 0
@@ -159,8 +162,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 return  # the caller closed without sending anything
             stream = await self._open_stream(first)
             self._metrics.active_streams.labels(stream.model).inc()
-            reader = asyncio.create_task(self._read_frames(requests, stream))
-            self._readers[stream] = reader
+            if self._draining:  # shutdown began while the config was read: take no frames
+                stream.end_input()
+            else:
+                reader = asyncio.create_task(self._read_frames(requests, stream))
+                self._readers[stream] = reader
             async for answer in stream.answers():
                 response = self._response(stream.stream_id, answer)
                 self._observe(stream.model, answer)
@@ -170,14 +176,17 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
         finally:
             # Runs on normal end, on abort, and when the caller vanished (cancellation).
-            if reader is not None:
-                self._readers.pop(stream, None)
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
-            if stream is not None:
-                await self._streams.close(stream)
-                self._metrics.active_streams.labels(stream.model).dec()
+            try:
+                if reader is not None:
+                    self._readers.pop(stream, None)
+                    reader.cancel()
+                    # The reader hands its own failures to the stream; none may skip the close.
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reader
+            finally:
+                if stream is not None:
+                    await self._streams.close(stream)
+                    self._metrics.active_streams.labels(stream.model).dec()
 
     async def _next_request(
         self, requests: AsyncIterator[pb.StreamSegmentRequest]
@@ -216,7 +225,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 mask,
                 pipeline.segment,
                 self._config.max_frames_in_flight_per_stream,
-                self._budget,
+                self.frame_budget,
                 smoothing=config.temporal_smoothing,
             ),
         )
@@ -266,7 +275,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     )
                 )
             stream.end_input()
-        except (StreamProtocolError, StreamIdleError) as error:
+        except Exception as error:  # protocol, idle, or the transport failing under the read
             stream.fail(error)
 
     def _observe(self, model: str, answer: FrameAnswer) -> None:
@@ -296,12 +305,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         )
         if answer.segmented is not None:
             if answer.segmented.mask is not None:
-                response.mask.CopyFrom(_mask_message(answer.segmented.mask))
+                _fill_mask(response.mask, answer.segmented.mask)
             else:
                 image = answer.segmented.composited
-                response.composited.CopyFrom(
-                    pb.Image(width=image.width, height=image.height, jpeg=image.jpeg)
-                )
+                response.composited.width, response.composited.height = image.width, image.height
+                response.composited.jpeg = image.jpeg
             response.batch_size = answer.segmented.batch_size
             response.timings.CopyFrom(
                 _timings_message(
@@ -328,7 +336,10 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         model = pipeline.spec.name
         try:
             segmented = await pipeline.segment(request.jpeg, mask)
-        except FrameError as error:
+        except Exception as error:
+            if not isinstance(error, FrameError):  # a bug costs this call, with a clear status
+                log.exception("Segment failed")
+                error = FrameError(FrameErrorReason.INTERNAL, f"internal error: {error}")
             self._metrics.observe_frame(
                 model, FrameOutcome.ERROR, error.reason, received_bytes=len(request.jpeg)
             )
@@ -342,11 +353,12 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             received_bytes=len(request.jpeg),
             sent_bytes=segmented.sent_bytes,
         )
-        return pb.SegmentResponse(
-            mask=_mask_message(segmented.mask),
+        response = pb.SegmentResponse(
             timings=_timings_message(segmented.timings, 0.0, total_s),
             batch_size=segmented.batch_size,
         )
+        _fill_mask(response.mask, segmented.mask)
+        return response
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext

@@ -9,6 +9,7 @@ answers leave in the order the frames came.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -27,12 +28,12 @@ from service.errors import (
     TooManyStreamsError,
 )
 from service.metrics import StreamReport
-from service.pipeline import MaskRequest, SegmentedFrame
+from service.pipeline import MaskRequest, SegmentedFrame, Smoothing
 from service.refine import TemporalSmoother
 
 log = logging.getLogger(__name__)
 
-Segmenter = Callable[[bytes, MaskRequest, TemporalSmoother | None], Awaitable[SegmentedFrame]]
+Segmenter = Callable[[bytes, MaskRequest, Smoothing | None], Awaitable[SegmentedFrame]]
 
 
 class FrameOutcome(StrEnum):
@@ -143,6 +144,7 @@ class _PendingFrame:
     answer: asyncio.Future[FrameAnswer]
     arrived_at: float
     receive_s: float
+    sequence: int  # arrival order within the stream
 
 
 class VideoStream:
@@ -165,6 +167,7 @@ class VideoStream:
         self._budget = budget or FrameBudget(max_in_flight)
         # The previous mask lives with the stream and goes with it.
         self._smoother = TemporalSmoother(smoothing) if smoothing else None
+        self._arrivals = 0
         self._clock = clock
         self._answers: deque[asyncio.Future[FrameAnswer]] = deque()  # in frame order
         self._waiting: _PendingFrame | None = None
@@ -187,7 +190,10 @@ class VideoStream:
         """Admits a frame: starts it, or makes it the waiting one (dropping the one before)."""
         now = self._clock()
         receive_s = now - frame.received_at if frame.received_at is not None else 0.0
-        pending = _PendingFrame(frame, asyncio.get_running_loop().create_future(), now, receive_s)
+        self._arrivals += 1
+        pending = _PendingFrame(
+            frame, asyncio.get_running_loop().create_future(), now, receive_s, self._arrivals
+        )
         self._answers.append(pending.answer)
         self._answers_changed.set()
         if self._waiting is not None:
@@ -278,7 +284,12 @@ class VideoStream:
         frame = pending.frame
         admission_wait_s = self._clock() - pending.arrived_at
         try:
-            segmented = await self._segment(frame.jpeg, self.mask, self._smoother)
+            smooth = (
+                functools.partial(self._smoother, sequence=pending.sequence)
+                if self._smoother
+                else None
+            )
+            segmented = await self._segment(frame.jpeg, self.mask, smooth)
             answer = FrameAnswer(
                 frame.frame_id,
                 frame.capture_timestamp_us,

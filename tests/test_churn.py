@@ -106,6 +106,7 @@ async def test_a_thousand_streams_cancelled_at_random_points_leave_nothing_behin
         )
         assert sum(endings.values()) == STREAMS and set(endings) == set(ENDINGS)
         assert len(service.streams) == 0
+        assert service.frame_budget.in_flight == 0, "every frame gave its room back"
         assert all(p.frames_waiting == 0 and p.batches_in_flight == 0
                    for p in service.pipelines.values())  # fmt: skip
         assert await asyncio.to_thread(stream_series, service) == []

@@ -183,3 +183,14 @@ def test_guided_upscaling_puts_a_blurry_edge_where_the_image_has_it() -> None:
     # The guided mask steps where the image does; the bilinear one ramps across it.
     assert guided[:, 30:36].max() < 0.25 and guided[:, 38:44].min() > 0.75
     assert blurry[:, 33:36].max() > 0.25 or blurry[:, 37:40].min() < 0.75
+
+
+def test_a_frame_finishing_out_of_order_does_not_become_the_previous_mask() -> None:
+    smoother = TemporalSmoother(1.0)
+    smoother(np.full(4, 0.5, np.float32), sequence=1)
+    newest = smoother(np.full(4, 0.7, np.float32), sequence=3)  # frame 3 finished first
+    late = smoother(np.full(4, 0.3, np.float32), sequence=2)
+    assert newest[0] > late[0] > 0.3  # the late frame is smoothed against the newest
+    following = np.full(4, 0.55, np.float32)
+    expected = following + (newest - following) * uncertainty(following)
+    assert np.allclose(smoother(following, sequence=4), expected)  # frame 3 stayed the previous

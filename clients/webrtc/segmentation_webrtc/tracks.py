@@ -40,6 +40,7 @@ class SegmentationSession:
         self._pending: dict[int, asyncio.Future[pb.StreamSegmentResponse]] = {}
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
+        self._ended = False  # the gRPC stream is gone: frames pass through unprocessed
         self.on_latency: Callable[[dict], None] | None = None
 
     def start(self) -> None:
@@ -66,8 +67,16 @@ class SegmentationSession:
                     waiter.set_result(response)
         except Exception:
             log.exception("the segmentation stream %s ended", self._stream_id)
+        finally:
+            self._ended = True
+            for waiter in self._pending.values():
+                if not waiter.done():
+                    waiter.cancel()
+            self._pending.clear()
 
     async def process(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if self._ended:
+            return frame
         started = time.monotonic()
         rgb = frame.to_ndarray(format="rgb24")
         frame_id = self._next_id
@@ -78,8 +87,11 @@ class SegmentationSession:
         await self._outgoing.put(FrameToSend(frame_id, jpeg, time.time_ns() // 1000))
         try:
             response = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
-        except TimeoutError:
-            self._pending.pop(frame_id, None)
+        except (TimeoutError, asyncio.CancelledError):
+            if not answer.cancelled():
+                self._pending.pop(frame_id, None)
+            elif asyncio.current_task().cancelling():
+                raise  # the track itself is being stopped
             return frame
         if response.status != pb.StreamSegmentResponse.OK:
             return frame  # dropped or refused: the camera frame, rather than a gap
