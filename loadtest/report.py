@@ -24,6 +24,13 @@ def write_report(results: dict, out_dir: Path) -> list[Path]:
     return [*paths, summary]
 
 
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def _plot_latency(results: dict, path: Path) -> Path:
     figure, axes = plt.subplots(figsize=(8, 5))
     for index, configuration in enumerate(results["configurations"]):
@@ -39,10 +46,7 @@ def _plot_latency(results: dict, path: Path) -> Path:
     axes.set_yscale("log")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _plot_throughput(results: dict, path: Path) -> Path:
@@ -58,10 +62,7 @@ def _plot_throughput(results: dict, path: Path) -> Path:
              title="Throughput against streams")  # fmt: skip
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _last_held(configuration: dict) -> dict:
@@ -95,10 +96,7 @@ def _plot_batch_sizes(results: dict, path: Path) -> Path:
              title="Batch sizes at the largest load that held (server metrics)")  # fmt: skip
     axes.grid(True, axis="y", alpha=0.3)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(figure, path)
 
 
 def _markdown(results: dict) -> str:
