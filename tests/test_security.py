@@ -14,6 +14,7 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import FrameToSend, SegmentationClient, SegmentationError
 from service.app import running_server
+from service.config import ServiceConfig
 from tests.certificates import CertificateAuthority
 from tests.conftest import loopback_config
 from tests.photos import astronaut_jpeg
@@ -57,14 +58,19 @@ async def refused(client: SegmentationClient) -> grpc.StatusCode:
     return caught.value.code
 
 
-async def test_tls_serves_clients_that_trust_the_server_and_refuses_others(pki) -> None:
+def tls_config(pki: dict[str, object], **overrides: object) -> ServiceConfig:
+    """A loopback server with the test CA's server certificate."""
     paths = pki["paths"]
-    config = loopback_config(
+    return loopback_config(
         models=("selfie-general",),
         tls_cert_file=str(paths["server_cert"]),
         tls_key_file=str(paths["server_key"]),
+        **overrides,
     )
-    async with running_server(config) as service:
+
+
+async def test_tls_serves_clients_that_trust_the_server_and_refuses_others(pki) -> None:
+    async with running_server(tls_config(pki)) as service:
         target = f"localhost:{service.port}"
         async with SegmentationClient(target, root_certificates=pki["server_ca"]) as client:
             await segment_ok(client)
@@ -75,13 +81,7 @@ async def test_tls_serves_clients_that_trust_the_server_and_refuses_others(pki) 
 
 
 async def test_mutual_tls_needs_a_client_certificate_from_the_client_ca(pki) -> None:
-    paths = pki["paths"]
-    config = loopback_config(
-        models=("selfie-general",),
-        tls_cert_file=str(paths["server_cert"]),
-        tls_key_file=str(paths["server_key"]),
-        tls_client_ca_file=str(paths["client_ca"]),
-    )
+    config = tls_config(pki, tls_client_ca_file=str(pki["paths"]["client_ca"]))
     async with running_server(config) as service:
         target = f"localhost:{service.port}"
         good, stranger = pki["client"], pki["stranger_client"]
