@@ -8,6 +8,7 @@ calls, open calls get `shutdown_grace_s` to finish, then the models stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +42,8 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
 # Room for the protobuf framing around the largest frame, so that a frame just over
 # max_frame_bytes gets its own specific ERROR instead of a transport error.
 _MESSAGE_OVERHEAD_BYTES = 64 << 10
+# After the last stream ended on shutdown: a few frame intervals at 30 FPS.
+_STATUS_LINGER_S = 0.2
 
 
 @dataclass
@@ -113,6 +116,20 @@ async def _set_health(health_servicer: health.aio.HealthServicer, serving: bool)
     )
     for name in ("", SERVICE_NAME):  # "" is the whole server, as Kubernetes probes ask
         await health_servicer.set(name, status)
+
+
+async def _wait_for_streams_to_end(streams: StreamRegistry, grace_s: float) -> float:
+    """Waits, within the grace, for drained streams to end, then lingers a moment so that
+    their callers read the final status and stop sending: closing a connection that still has
+    unread frames in it resets it, and the caller may lose the status to the reset. Returns
+    the grace left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(grace_s):
+            await streams.wait_until_empty()
+    await asyncio.sleep(min(_STATUS_LINGER_S, max(0.0, deadline - loop.time())))
+    return max(0.0, deadline - loop.time())
 
 
 def _server_options(config: ServiceConfig) -> list[tuple[str, int]]:
@@ -204,7 +221,8 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         await _set_health(health_servicer, serving=False)
         servicer.drain()
         if started:
-            await server.stop(config.shutdown_grace_s)
+            remaining_s = await _wait_for_streams_to_end(streams, config.shutdown_grace_s)
+            await server.stop(remaining_s)
         log.info(
             "stopped: %d stream frames received, %d answered",
             servicer.frames_received,

@@ -327,6 +327,8 @@ class StreamRegistry:
     def __init__(self, max_streams: int = 1 << 30) -> None:
         self.max_streams = max_streams
         self._streams: dict[str, VideoStream] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -346,6 +348,7 @@ class StreamRegistry:
             raise StreamIdInUseError(f"stream id {stream_id!r} is already open on this server")
         stream = create(stream_id)
         self._streams[stream_id] = stream
+        self._empty.clear()
         return stream
 
     def reports(self, quantiles: tuple[float, ...]) -> list[StreamReport]:
@@ -363,4 +366,9 @@ class StreamRegistry:
     async def close(self, stream: VideoStream) -> None:
         if self._streams.get(stream.stream_id) is stream:
             del self._streams[stream.stream_id]
+            if not self._streams:
+                self._empty.set()
         await stream.close()
+
+    async def wait_until_empty(self) -> None:
+        await self._empty.wait()
