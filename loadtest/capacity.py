@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from loadtest.generator import LoadShape, run_load
 from loadtest.server_metrics import scrape, server_view
 from loadtest.stats import summarize
+from segmentation.v1 import segmentation_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ async def capacity_search(
     hold_s: float,
     warm_up_s: float,
     metrics_url: str | None = None,
+    mask_encoding: int = pb.MASK_ENCODING_JPEG,
     on_step: Callable[[Step], None] | None = None,
     progress_for: Callable[[int], Callable[[float], None] | None] = lambda streams: None,
 ) -> tuple[list[Step], int]:
@@ -55,7 +57,9 @@ async def capacity_search(
     for streams in streams_to_try:
         shape = LoadShape(streams, fps, duration_s=hold_s, ramp_up_s=1.0, warm_up_s=warm_up_s)
         before = scrape(metrics_url) if metrics_url else None
-        result = await run_load(target, shape, sequences, progress=progress_for(streams))
+        result = await run_load(
+            target, shape, sequences, progress=progress_for(streams), mask_encoding=mask_encoding
+        )
         after = scrape(metrics_url) if metrics_url else None
         overall = summarize(result)["overall"]
         passed, why = objective.verdict(overall)

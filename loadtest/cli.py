@@ -20,6 +20,7 @@ from loadtest.generator import LoadShape, run_load, terminal_progress
 from loadtest.local_server import ServerProcess
 from loadtest.report import load_results, write_report
 from loadtest.stats import summarize
+from segmentation.v1 import segmentation_pb2 as pb
 
 # What `make loadtest` compares: dynamic batching against batches of one, and each engine.
 COMPARED = {
@@ -49,6 +50,13 @@ def _sequences(resolution: tuple[int, int], streams: int) -> list[list[bytes]]:
     return [video_sequence(*resolution, frames=60, photo=i) for i in range(min(streams, 2))]
 
 
+MASK_ENCODINGS = {
+    "raw": pb.MASK_ENCODING_RAW_U8,
+    "png": pb.MASK_ENCODING_PNG,
+    "jpeg": pb.MASK_ENCODING_JPEG,
+}
+
+
 def _server(args: argparse.Namespace, flags: list[str]):
     """The server to load: the one at --target, or one started here with `flags`."""
     if args.target:
@@ -73,7 +81,8 @@ async def _capacity(args: argparse.Namespace, name: str, flags: list[str]) -> di
         print(step_table([]))
         steps, answer = await capacity_search(
             target, sequences, args.fps, objective, streams_to_try, args.hold_s, args.warm_up_s,
-            metrics_url=metrics_url, on_step=lambda step: print(step_table([step]).splitlines()[1]),
+            metrics_url=metrics_url, mask_encoding=MASK_ENCODINGS[args.mask_encoding],
+            on_step=lambda step: print(step_table([step]).splitlines()[1]),
             progress_for=lambda n: terminal_progress(f"{n:>3} streams"),
         )  # fmt: skip
     print(f"{name}: {answer} calls per replica hold the objective")
@@ -88,6 +97,7 @@ async def _capacity(args: argparse.Namespace, name: str, flags: list[str]) -> di
 def _results(args: argparse.Namespace, configurations: list[dict]) -> dict:
     return {
         "fps": args.fps,
+        "mask_encoding": args.mask_encoding,
         "resolution": f"{args.resolution[0]}x{args.resolution[1]}",
         "objective": asdict(Objective(args.objective_ms, args.max_drop)),
         "hold_s": args.hold_s,
@@ -104,7 +114,13 @@ async def _command_run(args: argparse.Namespace) -> int:
     shape = LoadShape(args.streams, args.fps, args.seconds, args.ramp_up_s, args.warm_up_s)
     with _server(args, shlex.split(args.server_flags)) as server:
         target = args.target or server.target
-        result = await run_load(target, shape, sequences, progress=terminal_progress("load"))
+        result = await run_load(
+            target,
+            shape,
+            sequences,
+            progress=terminal_progress("load"),
+            mask_encoding=MASK_ENCODINGS[args.mask_encoding],
+        )
     summary = summarize(result)
     overall = summary["overall"]
     latency = overall["latency_ms"]
@@ -158,6 +174,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--fps", type=float, default=30.0, help="frames per second per stream")
         command.add_argument("--resolution", type=_resolution, default=(640, 480))
         command.add_argument("--warm-up-s", type=float, default=3.0)
+        command.add_argument(
+            "--mask-encoding",
+            choices=sorted(MASK_ENCODINGS),
+            default="jpeg",
+            help="of the masks asked for, at frame size",
+        )
 
     def search_options(command: argparse.ArgumentParser) -> None:
         load_options(command)

@@ -34,6 +34,7 @@ from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
 from service.server import SegmentationServicer
 from service.streams import FrameBudget, StreamRegistry
+from service.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,12 @@ async def _load_pipelines(
     for engine in engines:
         spec = engine.spec
         pipeline = ModelPipeline(
-            engine, codec, codec_executor, policy, config.max_batches_in_flight, metrics
+            engine,
+            codec,
+            codec_executor,
+            policy,
+            config.max_batches_in_flight,
+            metrics.for_model(spec.name),
         )
         pipelines[spec.name] = pipeline
         await pipeline.start()
@@ -179,7 +185,12 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
     streams = StreamRegistry(config.max_streams)
     metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
-    codec_executor = ThreadPoolExecutor(config.decode_workers, thread_name_prefix="codec")
+    codec_executor = ThreadPoolExecutor(
+        config.decode_workers,
+        thread_name_prefix="codec",
+        initializer=name_this_thread,
+        initargs=("codec",),
+    )
     pipelines: dict[str, ModelPipeline] = {}
     health_servicer = health.aio.HealthServicer()
     servicer = SegmentationServicer(config, streams, metrics, codec)

@@ -1,10 +1,14 @@
 """The batching policy: the one place that decides when a batch closes and what is in it.
 
 Frames from every stream of one model wait here in arrival order. A batch closes when
-`max_batch_size` frames are waiting, or when the oldest waiting frame has waited
-`max_queue_delay_s`. Whoever runs batches asks `take_batch()` whenever it has room for one more
-and sleeps for `seconds_until_due()` otherwise; it never looks at the queue itself. While the
-engine is busy nothing is taken, so frames pile up into a fuller batch for when it frees.
+`max_batch_size` frames are waiting, when the oldest waiting frame has waited
+`max_queue_delay_s`, or as soon as no other frame can join it in time: none is being decoded
+and no open stream is expected to send one before the delay runs out (the `Outlook`, plain
+data from the pipeline). So a lightly loaded server adds no queueing delay, and a loaded one
+still waits for the frames that are on their way. Whoever runs batches asks `take_batch()`
+whenever it has room for one more and sleeps for `seconds_until_due()` otherwise; it never
+looks at the queue itself. While the engine is busy nothing is taken, so frames pile up into
+a fuller batch for when it frees.
 
 Time comes from an injected clock so that the policy can be tested without sleeping.
 """
@@ -36,10 +40,18 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class Outlook:
+    """What is known of the frames still to come for one model, on the batcher's clock."""
+
+    frames_decoding: int  # admitted and being decoded: they join within a few milliseconds
+    next_frames_due_at: tuple[float, ...]  # when each open stream's next frame is expected
+
+
+@dataclass(frozen=True)
 class Batch(Generic[Item]):
     items: tuple[Item, ...]
     waited_s: tuple[float, ...]  # how long each item waited in the queue, same order
-    closed_because: str  # "full" or "delay"
+    closed_because: str  # "full", "delay", or "nothing_coming" (no frame could join in time)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -77,21 +89,35 @@ class Batcher(Generic[Item]):
                 return True
         return False
 
-    def seconds_until_due(self) -> float | None:
-        """How long until a batch closes if nothing else arrives; None when nothing waits."""
-        if not self._waiting:
-            return None
-        if len(self._waiting) >= self.policy.max_batch_size:
-            return 0.0
-        waited = self._clock() - self._waiting[0].enqueued_at
-        return max(0.0, self.policy.max_queue_delay_s - waited)
+    def seconds_until_due(self, outlook: Outlook | None = None) -> float | None:
+        """How long until a batch closes if nothing else arrives; None when nothing waits.
 
-    def take_batch(self) -> Batch[Item] | None:
+        Without an outlook nothing is known of the frames to come, and the oldest frame
+        waits the whole delay. With one, the wait ends at the first moment a frame may join
+        (to look again then), and at once when none can."""
+        return self._due(outlook)[0]
+
+    def _due(self, outlook: Outlook | None) -> tuple[float | None, str]:
+        if not self._waiting:
+            return None, ""
+        if len(self._waiting) >= self.policy.max_batch_size:
+            return 0.0, "full"
+        now = self._clock()
+        deadline = self._waiting[0].enqueued_at + self.policy.max_queue_delay_s
+        if now >= deadline:
+            return 0.0, "delay"
+        if outlook is None or outlook.frames_decoding:
+            return deadline - now, "delay"
+        coming = [due_at for due_at in outlook.next_frames_due_at if now < due_at < deadline]
+        if not coming:
+            return 0.0, "nothing_coming"
+        return min(coming) - now, "delay"
+
+    def take_batch(self, outlook: Outlook | None = None) -> Batch[Item] | None:
         """Closes and returns the next batch if one is due now, else None."""
-        due = self.seconds_until_due()
+        due, closed_because = self._due(outlook)
         if due is None or due > 0:
             return None
-        closed_because = "full" if len(self._waiting) >= self.policy.max_batch_size else "delay"
         now = self._clock()
         size = min(len(self._waiting), self.policy.max_batch_size)
         taken = [self._waiting.popleft() for _ in range(size)]

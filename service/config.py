@@ -58,7 +58,9 @@ class ServiceConfig:
         "", "a DeepLab v3 frozen graph (.pb) or SavedModel to serve as model `deeplabv3`"
     )
     engine_threads: int = _setting(
-        lambda: os.cpu_count() or 1, "CPU threads of each model's interpreter"
+        1,
+        "CPU threads of each copy of a model's interpreter (TFLite) or of TensorFlow's ops; "
+        "on a CPU, more batches in flight use the cores better than more threads per batch",
     )
     decode_workers: int = _setting(
         lambda: os.cpu_count() or 1, "threads that decode JPEG frames and encode masks"
@@ -68,10 +70,18 @@ class ServiceConfig:
         4.0, "longest a frame waits for others to join its batch, in milliseconds"
     )
     max_batches_in_flight: int = _setting(
-        1, "batches handed to the engine at once per model (1 lets the queue fill while it runs)"
+        2,
+        "batches run at once per model, each on its own engine thread (TFLite keeps a copy of "
+        "the model per batch); while they run, the next batch fills",
     )
     max_frames_in_flight_per_stream: int = _setting(
         2, "frames of one stream in decode/batch/inference at once; one more may wait"
+    )
+    max_unwritten_answers_per_stream: int = _setting(
+        8,
+        "frames of one stream read and not yet answered back to it, at most: at the bound the "
+        "server stops reading a caller that stops reading (more than "
+        "max_frames_in_flight_per_stream + 1)",
     )
     max_frames_in_flight: int = _setting(
         64, "frames in decode/batch/inference at once across all streams; more wait, and drop"
@@ -112,6 +122,7 @@ class ServiceConfig:
             "max_batch_size",
             "max_batches_in_flight",
             "max_frames_in_flight_per_stream",
+            "max_unwritten_answers_per_stream",
             "max_frame_bytes",
             "max_frame_pixels",
             "max_stream_series",
@@ -132,6 +143,13 @@ class ServiceConfig:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative; was {getattr(self, name)}")
+        if self.max_unwritten_answers_per_stream <= self.max_frames_in_flight_per_stream + 1:
+            raise ValueError(
+                "max_unwritten_answers_per_stream must be more than "
+                f"max_frames_in_flight_per_stream + 1 = {self.max_frames_in_flight_per_stream + 1}"
+                f" (the frames in flight and the waiting one); was "
+                f"{self.max_unwritten_answers_per_stream}"
+            )
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be 0..65535; was {self.metrics_port}")
         if self.engine not in ("tflite", "tensorflow", "auto"):

@@ -1,7 +1,8 @@
 """Runs a segmentation model on a batch of frames: uint8 RGB in, person probability out.
 
-An engine is owned by one thread (the model's engine thread): interpreters are not
-thread-safe, and one owner keeps the model's memory and warm state in one place.
+An engine runs on its model's engine threads, one per batch in flight (`max_batches_in_flight`):
+a TFLite interpreter is not thread-safe, so the TFLite engine keeps one copy of the model per
+engine thread; TensorFlow's functions may be called from several threads.
 
 - `TFLiteEngine`: the TFLite file with XNNPACK; the fastest engine on this CPU.
 - `TensorFlowEngine`: the same model converted to a SavedModel with a free batch dimension
@@ -12,9 +13,10 @@ thread-safe, and one owner keeps the model's memory and warm state in one place.
 from __future__ import annotations
 
 import logging
+import queue
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from service.config import ServiceConfig
 
 log = logging.getLogger(__name__)
+
+# One copy of a TFLite model: an interpreter per sub-batch size, with its tensor indexes.
+_Interpreters = dict[int, tuple[Any, int, int]]
 
 
 class Engine(Protocol):
@@ -47,41 +52,62 @@ class Engine(Protocol):
 class TFLiteEngine:
     """The TFLite interpreter with XNNPACK, from LiteRT (tf.lite.Interpreter is deprecated).
 
-    A batch runs as sub-batches of CHUNK_SIZES, one interpreter allocated per size: on the
-    2-core machine XNNPACK costs 1.73 ms/frame at batch 1, 0.90 at 4 and 8, and 1.23 at 16
-    (cache pressure), so 8 is the largest size worth running. A batch of 7 runs as 4+2+1,
-    which wastes nothing, where padding to 8 would compute an extra frame.
+    A batch runs as sub-batches of CHUNK_SIZES, one interpreter allocated per size, so a batch
+    of 7 runs as 4+2+1 and nothing is padded. `copies` sets of interpreters let as many
+    batches run at once, each on its own engine thread: on a CPU, batches side by side on
+    single-threaded interpreters use the cores better than one interpreter's own threads,
+    whose workers spin between the layers (see `make bench`).
     """
 
     name = "tflite"
     device = "cpu"
     CHUNK_SIZES = (8, 4, 2, 1)
 
-    def __init__(self, spec: ModelSpec, model_path: Path, num_threads: int) -> None:
+    def __init__(
+        self, spec: ModelSpec, model_path: Path, num_threads: int, copies: int = 1
+    ) -> None:
+        self.spec = spec
+        self._free: queue.SimpleQueue[_Interpreters] = queue.SimpleQueue()
+        for _ in range(copies):
+            self._free.put(self._interpreters(model_path, num_threads))
+
+    def _interpreters(self, model_path: Path, num_threads: int) -> _Interpreters:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.spec = spec
-        self._interpreters = {}
+        interpreters = {}
         for size in self.CHUNK_SIZES:
             interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
             input_index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(
-                input_index, [size, spec.input_height, spec.input_width, 3]
+                input_index, [size, self.spec.input_height, self.spec.input_width, 3]
             )
             interpreter.allocate_tensors()
             output_index = interpreter.get_output_details()[0]["index"]
-            self._interpreters[size] = (interpreter, input_index, output_index)
+            interpreters[size] = (interpreter, input_index, output_index)
+        return interpreters
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
-        inputs = np.multiply(frames, np.float32(self.spec.input_scale), dtype=np.float32)
-        if self.spec.input_offset:
-            inputs += np.float32(self.spec.input_offset)
+        """Thread-safe: each call takes a free copy of the model (waiting for one if needed)."""
+        interpreters = self._free.get()
+        try:
+            return self._infer(interpreters, frames)
+        finally:
+            self._free.put(interpreters)
+
+    def _infer(self, interpreters: _Interpreters, frames: np.ndarray) -> np.ndarray:
+        scale, offset = np.float32(self.spec.input_scale), np.float32(self.spec.input_offset)
         outputs = []
         start = 0
-        while start < len(inputs):
-            size = next(s for s in self.CHUNK_SIZES if s <= len(inputs) - start)
-            interpreter, input_index, output_index = self._interpreters[size]
-            interpreter.set_tensor(input_index, inputs[start : start + size])
+        while start < len(frames):
+            size = next(s for s in self.CHUNK_SIZES if s <= len(frames) - start)
+            interpreter, input_index, output_index = interpreters[size]
+            # Normalise straight into the interpreter's input buffer: no float copy to copy.
+            # The view must be gone before invoke(), which refuses to run while one is held.
+            np.multiply(frames[start : start + size], scale, out=interpreter.tensor(input_index)())
+            if offset:
+                np.add(
+                    interpreter.tensor(input_index)(), offset, out=interpreter.tensor(input_index)()
+                )
             interpreter.invoke()
             outputs.append(interpreter.get_tensor(output_index)[..., 0])
             start += size
@@ -91,9 +117,19 @@ class TFLiteEngine:
         return frames  # sub-batches add up to the batch exactly: nothing is padded
 
     def warm_up(self) -> None:
-        for size in self.CHUNK_SIZES:
-            self.infer(_blank_frames(self.spec, size))
-        log.info("warmed up %s on %s, sub-batches %s", self.spec.name, self.name, self.CHUNK_SIZES)
+        # Every copy, every size: take all copies at once so each one runs.
+        copies = [self._free.get() for _ in range(self._free.qsize())]
+        for interpreters in copies:
+            for size in self.CHUNK_SIZES:
+                self._infer(interpreters, _blank_frames(self.spec, size))
+            self._free.put(interpreters)
+        log.info(
+            "warmed up %s on %s, %d copies, sub-batches %s",
+            self.spec.name,
+            self.name,
+            len(copies),
+            self.CHUNK_SIZES,
+        )
 
 
 def _blank_frames(spec: ModelSpec, count: int) -> np.ndarray:
@@ -211,7 +247,9 @@ def measure_ms_per_frame(engine: Engine, batch: int = 8, runs: int = 5) -> float
 def create_engine(config: ServiceConfig, spec: ModelSpec, model_path: Path) -> Engine:
     """The engine `config.engine` asks for; `auto` is TensorFlow on a GPU, else the faster."""
     if config.engine == "tflite":
-        return TFLiteEngine(spec, model_path, config.engine_threads)
+        return TFLiteEngine(
+            spec, model_path, config.engine_threads, copies=config.max_batches_in_flight
+        )
     from models.convert import ensure_savedmodel
 
     device = configure_tensorflow(config)
@@ -221,7 +259,9 @@ def create_engine(config: ServiceConfig, spec: ModelSpec, model_path: Path) -> E
     )
     if config.engine == "tensorflow" or device != "cpu":
         return tensorflow
-    tflite = TFLiteEngine(spec, model_path, config.engine_threads)
+    tflite = TFLiteEngine(
+        spec, model_path, config.engine_threads, copies=config.max_batches_in_flight
+    )
     costs = {engine: measure_ms_per_frame(engine) for engine in (tflite, tensorflow)}
     chosen = min(costs, key=costs.__getitem__)
     log.info(

@@ -79,9 +79,60 @@ class _StreamCollector(Collector):
         yield from (fps, latency, unreported)
 
 
+class ModelMetrics:
+    """One model's series, bound once: looking a labelled child up costs more than updating
+    it, and every frame updates about ten of them."""
+
+    def __init__(self, metrics: ServiceMetrics, model: str) -> None:
+        self._frames = metrics.frames
+        self.model = model
+        self._frames_by_outcome = {
+            (outcome, ""): metrics.frames.labels(model, outcome, "")
+            for outcome in ("ok", "dropped")
+        }
+        self.received_bytes = metrics.received_bytes.labels(model)
+        self.sent_bytes = metrics.sent_bytes.labels(model)
+        self.stage_duration = {
+            stage: metrics.stage_duration.labels(model, stage) for stage in STAGES
+        }
+        self.frame_latency = metrics.frame_latency.labels(model)
+        self.batch_size = metrics.batch_size.labels(model)
+        self.batch_fill = metrics.batch_fill.labels(model)
+        self.active_streams = metrics.active_streams.labels(model)
+
+    def observe_batch(self, size: int, engine_batch_size: int) -> None:
+        self.batch_size.observe(size)
+        self.batch_fill.observe(size / engine_batch_size)
+
+    def observe_frame(
+        self,
+        outcome: str,
+        reason: str = "",
+        stage_seconds: dict[str, float] | None = None,
+        total_s: float | None = None,
+        received_bytes: int = 0,
+        sent_bytes: int = 0,
+    ) -> None:
+        key = (outcome, reason)
+        counter = self._frames_by_outcome.get(key)
+        if counter is None:  # error reasons are a small fixed set: bound each on first use
+            counter = self._frames_by_outcome[key] = self._frames.labels(self.model, *key)
+        counter.inc()
+        if received_bytes:
+            self.received_bytes.inc(received_bytes)
+        if sent_bytes:
+            self.sent_bytes.inc(sent_bytes)
+        if stage_seconds:
+            for stage, seconds in stage_seconds.items():
+                self.stage_duration[stage].observe(seconds)
+        if total_s is not None:
+            self.frame_latency.observe(total_s)
+
+
 class ServiceMetrics:
     def __init__(self, max_stream_series: int = 100) -> None:
         self.registry = CollectorRegistry()
+        self._models: dict[str, ModelMetrics] = {}
         self.max_stream_series = max_stream_series
         self._http_server: WSGIServer | None = None
         ProcessCollector(registry=self.registry)
@@ -161,6 +212,13 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+    def for_model(self, model: str) -> ModelMetrics:
+        """The model's series, bound once."""
+        bound = self._models.get(model)
+        if bound is None:
+            bound = self._models[model] = ModelMetrics(self, model)
+        return bound
+
     def add_model(
         self,
         model: str,
@@ -178,30 +236,6 @@ class ServiceMetrics:
 
     def report_streams(self, reports: Callable[[], Iterable[StreamReport]]) -> None:
         self.registry.register(_StreamCollector(reports, self.max_stream_series))
-
-    def observe_batch(self, model: str, size: int, engine_batch_size: int) -> None:
-        self.batch_size.labels(model).observe(size)
-        self.batch_fill.labels(model).observe(size / engine_batch_size)
-
-    def observe_frame(
-        self,
-        model: str,
-        outcome: str,
-        reason: str = "",
-        stage_seconds: dict[str, float] | None = None,
-        total_s: float | None = None,
-        received_bytes: int = 0,
-        sent_bytes: int = 0,
-    ) -> None:
-        self.frames.labels(model, outcome, reason).inc()
-        if received_bytes:
-            self.received_bytes.labels(model).inc(received_bytes)
-        if sent_bytes:
-            self.sent_bytes.labels(model).inc(sent_bytes)
-        for stage, seconds in (stage_seconds or {}).items():
-            self.stage_duration.labels(model, stage).observe(seconds)
-        if total_s is not None:
-            self.frame_latency.labels(model).observe(total_s)
 
     def serve(self, port: int) -> int:
         """Serves /metrics on all interfaces in a background thread; returns the port."""

@@ -1,7 +1,7 @@
 """The path of one frame through one model: decode, batch, infer, encode.
 
 Decoding and encoding run on the shared codec threads, inference on the model's own engine
-thread; the event loop only moves frames between them. When batches close is not decided here
+threads; the event loop only moves frames between them. When batches close is not decided here
 but by `batcher.Batcher`: this module runs a batch whenever the batcher hands one out and the
 engine has room for it.
 """
@@ -16,14 +16,15 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 
-from service.batcher import Batch, Batcher, BatchPolicy, Clock
+from service.batcher import Batch, Batcher, BatchPolicy, Clock, Outlook
 from service.codec import DecodedFrame, EncodedMask, JpegCodec
 from service.engine import Engine
 from service.errors import FrameError, FrameErrorReason, InvalidConfigError
-from service.metrics import ServiceMetrics
+from service.metrics import ModelMetrics
 from service.refine import Background, composite, guided_upscale
+from service.resize import resize
+from service.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,33 @@ class _BatchOutput:
     inference_s: float
 
 
+class StreamCadence:
+    """When one stream's next frame is due, from the gaps between its frames so far, so that
+    the batcher knows whether waiting can bring it into a batch."""
+
+    _SMOOTHING = 0.2  # weight of the newest gap in the running estimate
+    _LONGEST_GAP_S = 1.0  # a longer gap is a pause, not the stream's frame rate
+
+    def __init__(self) -> None:
+        self._last_at: float | None = None
+        self._interval_s: float | None = None
+
+    def frame_arrived(self, now: float) -> None:
+        if self._last_at is not None and now - self._last_at < self._LONGEST_GAP_S:
+            gap = now - self._last_at
+            if self._interval_s is None:
+                self._interval_s = gap
+            else:
+                self._interval_s += self._SMOOTHING * (gap - self._interval_s)
+        self._last_at = now
+
+    @property
+    def next_frame_due_at(self) -> float | None:
+        if self._last_at is None or self._interval_s is None:
+            return None
+        return self._last_at + self._interval_s
+
+
 @dataclass(eq=False)
 class _WaitingFrame:
     pixels: np.ndarray
@@ -106,7 +134,8 @@ class _WaitingFrame:
 
 
 class ModelPipeline:
-    """Serves one model to every stream: many callers of `segment()`, one engine thread."""
+    """Serves one model to every stream: many callers of `segment()`, and engine threads
+    that run up to `max_batches_in_flight` batches at once."""
 
     def __init__(
         self,
@@ -115,15 +144,20 @@ class ModelPipeline:
         codec_executor: Executor,
         policy: BatchPolicy,
         max_batches_in_flight: int,
-        metrics: ServiceMetrics,
+        metrics: ModelMetrics,
         clock: Clock = time.monotonic,
     ) -> None:
         self.engine = engine
         self.spec = engine.spec
         self._codec = codec
         self._codec_executor = codec_executor
+        # One engine thread per batch in flight: engines whose infer() is thread-safe run
+        # that many batches side by side.
         self._engine_executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"engine-{self.spec.name}"
+            max_workers=max_batches_in_flight,
+            thread_name_prefix=f"engine-{self.spec.name}",
+            initializer=name_this_thread,
+            initargs=(f"engine-{self.spec.name}",),
         )
         self._batcher: Batcher[_WaitingFrame] = Batcher(policy, clock)
         self._max_batches_in_flight = max_batches_in_flight
@@ -131,6 +165,8 @@ class ModelPipeline:
         self._metrics = metrics
         self._clock = clock
         self._wakeup = asyncio.Event()
+        self._frames_decoding = 0
+        self._cadences: set[StreamCadence] = set()
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -154,24 +190,48 @@ class ModelPipeline:
         await asyncio.gather(*self._batch_tasks, return_exceptions=True)
         self._engine_executor.shutdown(wait=True)
 
+    def open_stream(self) -> StreamCadence:
+        """Registers a stream of this model; pass its cadence to `segment()`."""
+        cadence = StreamCadence()
+        self._cadences.add(cadence)
+        return cadence
+
+    def close_stream(self, cadence: StreamCadence) -> None:
+        self._cadences.discard(cadence)
+        self._wakeup.set()  # a batch waiting for this stream's frame closes now
+
+    def _outlook(self) -> Outlook:
+        due = (cadence.next_frame_due_at for cadence in self._cadences)
+        return Outlook(self._frames_decoding, tuple(at for at in due if at is not None))
+
     async def segment(
-        self, jpeg: bytes, mask: MaskRequest, smooth: Smoothing | None = None
+        self,
+        jpeg: bytes,
+        mask: MaskRequest,
+        smooth: Smoothing | None = None,
+        cadence: StreamCadence | None = None,
     ) -> SegmentedFrame:
         """Segments one frame; raises FrameError when this frame cannot be served."""
         loop = asyncio.get_running_loop()
         started = self._clock()
-        decoded = await loop.run_in_executor(
-            self._codec_executor,
-            self._codec.decode_for_model,
-            jpeg,
-            self.spec.input_width,
-            self.spec.input_height,
-            (mask.width, mask.height) if mask.needs_frame else None,
-        )
+        if cadence is not None:
+            cadence.frame_arrived(started)
+        self._frames_decoding += 1
+        try:
+            decoded = await loop.run_in_executor(
+                self._codec_executor,
+                self._codec.decode_for_model,
+                jpeg,
+                self.spec.input_width,
+                self.spec.input_height,
+                (mask.width, mask.height) if mask.needs_frame else None,
+            )
+        finally:
+            self._frames_decoding -= 1
+            self._wakeup.set()  # the batcher may have been waiting for this frame
         decoded_at = self._clock()
         waiting = _WaitingFrame(decoded.pixels, loop.create_future())
         self._batcher.add(waiting)
-        self._wakeup.set()
         try:
             output = await waiting.output
         except asyncio.CancelledError:
@@ -206,8 +266,7 @@ class ModelPipeline:
             alpha = guided_upscale(alpha, decoded.pixels, decoded.frame)
         if request.composite is None:
             return self._codec.encode_mask(alpha, width, height, request.encoding), None
-        if alpha.shape != (height, width):
-            alpha = np.asarray(Image.fromarray(alpha, "F").resize((width, height), Image.BILINEAR))
+        alpha = resize(alpha, width, height)
         image = composite(decoded.frame, alpha, request.composite.background)
         jpeg = self._codec.encode_rgb(image, request.composite.jpeg_quality)
         return None, EncodedImage(width, height, jpeg)
@@ -215,7 +274,7 @@ class ModelPipeline:
     async def _run_batches(self) -> None:
         while True:
             while self._batches_in_flight < self._max_batches_in_flight:
-                batch = self._batcher.take_batch()
+                batch = self._batcher.take_batch(self._outlook())
                 if batch is None:
                     break
                 self._batches_in_flight += 1
@@ -224,7 +283,7 @@ class ModelPipeline:
                 task.add_done_callback(self._batch_tasks.discard)
             # With the engine full, only a finished batch (which sets the event) can free it.
             room = self._batches_in_flight < self._max_batches_in_flight
-            timeout = self._batcher.seconds_until_due() if room else None
+            timeout = self._batcher.seconds_until_due(self._outlook()) if room else None
             self._wakeup.clear()
             try:
                 async with asyncio.timeout(timeout):
@@ -246,9 +305,7 @@ class ModelPipeline:
             alphas, inference_s = await asyncio.get_running_loop().run_in_executor(
                 self._engine_executor, self._infer, [frame.pixels for frame in frames]
             )
-            self._metrics.observe_batch(
-                self.spec.name, len(frames), self.engine.padded_size(len(frames))
-            )
+            self._metrics.observe_batch(len(frames), self.engine.padded_size(len(frames)))
             for (frame, batch_wait_s), alpha in zip(live, alphas, strict=True):
                 if not frame.output.done():
                     frame.output.set_result(

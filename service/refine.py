@@ -15,9 +15,11 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-from PIL import Image, ImageFilter
 from scipy.ndimage import uniform_filter
+
+from service.resize import resize
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -72,10 +74,6 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.float32) @ _LUMA) / 255.0
 
 
-def _resize_float(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    return np.asarray(Image.fromarray(image, "F").resize((width, height), Image.BILINEAR))
-
-
 def guided_upscale(
     alpha: np.ndarray,
     guide_small: np.ndarray,
@@ -92,8 +90,8 @@ def guided_upscale(
     little and saves most of the cost). Returns float32 alpha in [0, 1].
     """
     fit_height, fit_width = alpha.shape[0] // subsample, alpha.shape[1] // subsample
-    small = _resize_float(luminance(guide_small), fit_width, fit_height)
-    alpha = _resize_float(alpha.astype(np.float32), fit_width, fit_height)
+    small = resize(luminance(guide_small), fit_width, fit_height)
+    alpha = resize(alpha.astype(np.float32), fit_width, fit_height)
     mean_i = box_mean(small, radius)
     mean_p = box_mean(alpha, radius)
     covariance = box_mean(small * alpha, radius) - mean_i * mean_p
@@ -103,7 +101,7 @@ def guided_upscale(
     a, b = box_mean(a, radius), box_mean(b, radius)
     height, width = guide_full.shape[:2]
     full = luminance(guide_full)
-    result = _resize_float(a, width, height) * full + _resize_float(b, width, height)
+    result = resize(a, width, height) * full + resize(b, width, height)
     return np.clip(result, 0.0, 1.0)
 
 
@@ -118,15 +116,13 @@ class Background:
     def render(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
         if self.image is not None:
-            if self.image.shape[:2] == (height, width):
-                return self.image
-            return np.asarray(Image.fromarray(self.image).resize((width, height), Image.BILINEAR))
+            return resize(self.image, width, height)
         if self.color is not None:
             return np.broadcast_to(np.array(self.color, np.uint8), frame.shape)
         # Blur a quarter-size copy and scale it back: the same look at a sixteenth of the cost.
-        small = Image.fromarray(frame).resize((max(1, width // 4), max(1, height // 4)))
-        blurred = small.filter(ImageFilter.GaussianBlur(max(self.blur_radius, 1.0) / 4))
-        return np.asarray(blurred.resize((width, height), Image.BILINEAR))
+        small = resize(frame, max(1, width // 4), max(1, height // 4))
+        blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=max(self.blur_radius, 1.0) / 4)
+        return resize(blurred, width, height)
 
 
 def composite(frame: np.ndarray, alpha: np.ndarray, background: Background) -> np.ndarray:

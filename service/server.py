@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -27,7 +28,7 @@ from service.errors import (
     TooManyStreamsError,
     UnknownModelError,
 )
-from service.metrics import ServiceMetrics
+from service.metrics import ModelMetrics, ServiceMetrics
 from service.pipeline import CompositeRequest, FrameTimings, MaskRequest, ModelPipeline
 from service.refine import Background
 from service.streams import (
@@ -74,17 +75,16 @@ def _fill_mask(message: pb.Mask, mask: EncodedMask) -> None:
     message.data = mask.data
 
 
-def _timings_message(
-    timings: FrameTimings, admission_wait_s: float, total_s: float
-) -> pb.StageTimings:
-    return pb.StageTimings(
-        admission_wait_ms=admission_wait_s * 1e3,
-        decode_ms=timings.decode_s * 1e3,
-        batch_wait_ms=timings.batch_wait_s * 1e3,
-        inference_ms=timings.inference_s * 1e3,
-        encode_ms=timings.encode_s * 1e3,
-        total_ms=total_s * 1e3,
-    )
+def _fill_timings(
+    message: pb.StageTimings, timings: FrameTimings, admission_wait_s: float, total_s: float
+) -> None:
+    """Fills the response's own StageTimings in place (no message built to be copied)."""
+    message.admission_wait_ms = admission_wait_s * 1e3
+    message.decode_ms = timings.decode_s * 1e3
+    message.batch_wait_ms = timings.batch_wait_s * 1e3
+    message.inference_ms = timings.inference_s * 1e3
+    message.encode_ms = timings.encode_s * 1e3
+    message.total_ms = total_s * 1e3
 
 
 def _stage_seconds(timings: FrameTimings, receive_s: float, queue_s: float) -> dict[str, float]:
@@ -161,15 +161,16 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             if first is None:
                 return  # the caller closed without sending anything
             stream = await self._open_stream(first)
-            self._metrics.active_streams.labels(stream.model).inc()
+            metrics = self._metrics.for_model(stream.model)
+            metrics.active_streams.inc()
             if self._draining:  # shutdown began while the config was read: take no frames
                 stream.end_input()
             else:
-                reader = asyncio.create_task(self._read_frames(requests, stream))
+                reader = asyncio.create_task(self._read_frames(requests, stream, metrics))
                 self._readers[stream] = reader
             async for answer in stream.answers():
                 response = self._response(stream.stream_id, answer)
-                self._observe(stream.model, answer)
+                self._observe(metrics, answer)
                 self.frames_answered += 1
                 yield response
         except tuple(_STATUS_OF_ERROR) as error:
@@ -186,7 +187,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             finally:
                 if stream is not None:
                     await self._streams.close(stream)
-                    self._metrics.active_streams.labels(stream.model).dec()
+                    self._metrics.for_model(stream.model).active_streams.dec()
 
     async def _next_request(
         self, requests: AsyncIterator[pb.StreamSegmentRequest]
@@ -219,15 +220,26 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         mask = dataclasses.replace(mask, edge_aware=config.edge_aware_upscale, composite=composite)
         return self._streams.open(
             config.stream_id,
-            lambda stream_id: VideoStream(
-                stream_id,
-                pipeline.spec.name,
-                mask,
-                pipeline.segment,
-                self._config.max_frames_in_flight_per_stream,
-                self.frame_budget,
-                smoothing=config.temporal_smoothing,
+            lambda stream_id: self._new_stream(
+                stream_id, pipeline, mask, config.temporal_smoothing
             ),
+        )
+
+    def _new_stream(
+        self, stream_id: str, pipeline: ModelPipeline, mask: MaskRequest, smoothing: float
+    ) -> VideoStream:
+        # The pipeline learns the stream's frame rate, for the batcher to know what is coming.
+        cadence = pipeline.open_stream()
+        return VideoStream(
+            stream_id,
+            pipeline.spec.name,
+            mask,
+            functools.partial(pipeline.segment, cadence=cadence),
+            self._config.max_frames_in_flight_per_stream,
+            self.frame_budget,
+            smoothing=smoothing,
+            max_unwritten=self._config.max_unwritten_answers_per_stream,
+            on_close=functools.partial(pipeline.close_stream, cadence),
         )
 
     async def _composite_request(self, composite: pb.Composite) -> CompositeRequest:
@@ -256,18 +268,38 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 background = Background(blur_radius=DEFAULT_BLUR_RADIUS)
         return CompositeRequest(background, quality)
 
+    async def _wait_for_room(self, stream: VideoStream) -> None:
+        """Holds the reader while the caller has the most unwritten answers it may have: the
+        caller is not reading, so nothing more of it is read. One that never reads again is
+        cut off like a silent one."""
+        idle_s = self._config.stream_idle_timeout_s
+        try:
+            async with asyncio.timeout(idle_s):
+                await stream.wait_for_room()
+        except TimeoutError:
+            raise StreamIdleError(
+                f"the caller read no answers for {idle_s:g} s ({stream.unwritten} waiting)"
+            ) from None
+
     async def _read_frames(
-        self, request_iterator: AsyncIterator[pb.StreamSegmentRequest], stream: VideoStream
+        self,
+        request_iterator: AsyncIterator[pb.StreamSegmentRequest],
+        stream: VideoStream,
+        metrics: ModelMetrics,
     ) -> None:
         try:
-            while (request := await self._next_request(request_iterator)) is not None:
+            while True:
+                await self._wait_for_room(stream)
+                request = await self._next_request(request_iterator)
+                if request is None:
+                    break
                 if not request.HasField("frame"):
                     raise StreamProtocolError(
                         "a stream carries one StreamConfig, first; got a second one"
                     )
                 received_at = time.monotonic()
                 frame = request.frame
-                self._metrics.received_bytes.labels(stream.model).inc(len(frame.jpeg))
+                metrics.received_bytes.inc(len(frame.jpeg))
                 self.frames_received += 1
                 stream.submit(
                     IncomingFrame(
@@ -278,7 +310,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         except Exception as error:  # protocol, idle, or the transport failing under the read
             stream.fail(error)
 
-    def _observe(self, model: str, answer: FrameAnswer) -> None:
+    @staticmethod
+    def _observe(metrics: ModelMetrics, answer: FrameAnswer) -> None:
         stages = None
         sent_bytes = 0
         if answer.segmented is not None:
@@ -286,8 +319,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             stages = _stage_seconds(
                 answer.segmented.timings, answer.receive_s, answer.admission_wait_s
             )
-        self._metrics.observe_frame(
-            model,
+        metrics.observe_frame(
             answer.outcome,
             reason=answer.error.reason if answer.error else "",
             stage_seconds=stages,
@@ -311,10 +343,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 response.composited.width, response.composited.height = image.width, image.height
                 response.composited.jpeg = image.jpeg
             response.batch_size = answer.segmented.batch_size
-            response.timings.CopyFrom(
-                _timings_message(
-                    answer.segmented.timings, answer.admission_wait_s, answer.total_s or 0.0
-                )
+            _fill_timings(
+                response.timings,
+                answer.segmented.timings,
+                answer.admission_wait_s,
+                answer.total_s or 0.0,
             )
         if answer.error is not None:
             response.error_reason = answer.error.reason
@@ -333,30 +366,27 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             )
         except tuple(_STATUS_OF_ERROR) as error:
             await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
-        model = pipeline.spec.name
+        metrics = self._metrics.for_model(pipeline.spec.name)
         try:
             segmented = await pipeline.segment(request.jpeg, mask)
         except Exception as error:
             if not isinstance(error, FrameError):  # a bug costs this call, with a clear status
                 log.exception("Segment failed")
                 error = FrameError(FrameErrorReason.INTERNAL, f"internal error: {error}")
-            self._metrics.observe_frame(
-                model, FrameOutcome.ERROR, error.reason, received_bytes=len(request.jpeg)
+            metrics.observe_frame(
+                FrameOutcome.ERROR, error.reason, received_bytes=len(request.jpeg)
             )
             await context.abort(_status_of_frame_error(error), str(error))
         total_s = segmented.timings.total_s
-        self._metrics.observe_frame(
-            model,
+        metrics.observe_frame(
             FrameOutcome.OK,
             stage_seconds=_stage_seconds(segmented.timings, 0.0, 0.0),
             total_s=total_s,
             received_bytes=len(request.jpeg),
             sent_bytes=segmented.sent_bytes,
         )
-        response = pb.SegmentResponse(
-            timings=_timings_message(segmented.timings, 0.0, total_s),
-            batch_size=segmented.batch_size,
-        )
+        response = pb.SegmentResponse(batch_size=segmented.batch_size)
+        _fill_timings(response.timings, segmented.timings, 0.0, total_s)
         _fill_mask(response.mask, segmented.mask)
         return response
 

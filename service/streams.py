@@ -141,13 +141,21 @@ class FrameBudget:
 @dataclass(eq=False)
 class _PendingFrame:
     frame: IncomingFrame
-    answer: asyncio.Future[FrameAnswer]
     arrived_at: float
     receive_s: float
     sequence: int  # arrival order within the stream
+    answer: FrameAnswer | None = None  # set once, when the frame is answered
 
 
 class VideoStream:
+    """One video stream's frames, from admission to their answers in frame order.
+
+    Frames read but not yet written back (in the pipeline, waiting, or answered and queued for
+    the writer) are at most `max_unwritten`: `wait_for_room()` holds the reader at the bound,
+    so a caller that stops reading stops being read, HTTP/2 flow control pushes back on its
+    sends, and the server keeps nothing more of it.
+    """
+
     def __init__(
         self,
         stream_id: str,
@@ -158,6 +166,8 @@ class VideoStream:
         budget: FrameBudget | None = None,
         smoothing: float = 0.0,
         clock: Clock = time.monotonic,
+        max_unwritten: int = 1 << 30,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.model = model
@@ -169,13 +179,17 @@ class VideoStream:
         self._smoother = TemporalSmoother(smoothing) if smoothing else None
         self._arrivals = 0
         self._clock = clock
-        self._answers: deque[asyncio.Future[FrameAnswer]] = deque()  # in frame order
+        self._unwritten: deque[_PendingFrame] = deque()  # in frame order
+        self.max_unwritten = max_unwritten
         self._waiting: _PendingFrame | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._input_ended = False
         self._failure: BaseException | None = None
         self._closed = False
-        self._answers_changed = asyncio.Event()
+        self._answers_changed = asyncio.Event()  # the writer's wake-up
+        self._room = asyncio.Event()  # the reader's wake-up: unwritten answers below the bound
+        self._room.set()
+        self._on_close = on_close
         self.stats = StreamStats(clock)
 
     @property
@@ -186,20 +200,30 @@ class VideoStream:
     def has_waiting_frame(self) -> bool:
         return self._waiting is not None
 
+    @property
+    def unwritten(self) -> int:
+        """Frames read and not yet answered back to the caller."""
+        return len(self._unwritten)
+
+    async def wait_for_room(self) -> None:
+        """Returns once the stream may read another frame (its unwritten answers are below
+        the bound)."""
+        await self._room.wait()
+
     def submit(self, frame: IncomingFrame) -> None:
         """Admits a frame: starts it, or makes it the waiting one (dropping the one before)."""
         now = self._clock()
         receive_s = now - frame.received_at if frame.received_at is not None else 0.0
         self._arrivals += 1
-        pending = _PendingFrame(
-            frame, asyncio.get_running_loop().create_future(), now, receive_s, self._arrivals
-        )
-        self._answers.append(pending.answer)
-        self._answers_changed.set()
+        pending = _PendingFrame(frame, now, receive_s, self._arrivals)
+        self._unwritten.append(pending)
+        if len(self._unwritten) >= self.max_unwritten:
+            self._room.clear()
         if self._waiting is not None:
             replaced = self._waiting.frame
-            self._waiting.answer.set_result(
-                FrameAnswer(replaced.frame_id, replaced.capture_timestamp_us, FrameOutcome.DROPPED)
+            self._answer(
+                self._waiting,
+                FrameAnswer(replaced.frame_id, replaced.capture_timestamp_us, FrameOutcome.DROPPED),
             )
         self._waiting = pending
         self._start_waiting_or_queue()
@@ -230,28 +254,30 @@ class VideoStream:
         self._failure = error
         self._answers_changed.set()
 
+    def _answer(self, pending: _PendingFrame, answer: FrameAnswer) -> None:
+        if pending.answer is None and not self._closed:
+            pending.answer = answer
+            self._answers_changed.set()
+
     async def answers(self) -> AsyncIterator[FrameAnswer]:
-        """Every frame's answer, in frame order, until the input ends and all are answered."""
+        """Every frame's answer, in frame order, until the input ends and all are answered.
+
+        An answer counts as unwritten until the consumer asks for the next one, that is
+        until the caller's transport took it."""
+        unwritten = self._unwritten
         while True:
             if self._failure is not None:
                 raise self._failure
-            if self._answers:
-                head = self._answers[0]
-                if not head.done():
-                    # Wake up for the head's answer or for a failure, whichever comes first.
-                    self._answers_changed.clear()
-                    changed = asyncio.ensure_future(self._answers_changed.wait())
-                    try:
-                        await asyncio.wait({head, changed}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        changed.cancel()
-                    continue
-                self._answers.popleft()
-                answer = head.result()
+            if unwritten and unwritten[0].answer is not None:
+                answer = unwritten[0].answer
                 if answer.total_s is not None:
                     self.stats.record_ok(answer.total_s)
                 yield answer
-            elif self._input_ended:
+                if unwritten:  # close() empties it while the writer waits
+                    unwritten.popleft()
+                if len(unwritten) < self.max_unwritten:
+                    self._room.set()
+            elif not unwritten and self._input_ended:
                 return
             else:
                 self._answers_changed.clear()
@@ -259,6 +285,8 @@ class VideoStream:
 
     async def close(self) -> None:
         """Frees everything the stream holds; frames not yet answered are abandoned."""
+        if self._on_close is not None and not self._closed:
+            self._on_close()
         self._closed = True
         self._waiting = None
         self._budget.forget(self)
@@ -266,9 +294,8 @@ class VideoStream:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for answer in self._answers:
-            answer.cancel()
-        self._answers.clear()
+        self._unwritten.clear()
+        self._room.set()  # a reader held at the bound must not wait for ever
 
     def _start(self, pending: _PendingFrame) -> None:
         task = asyncio.create_task(self._process(pending))
@@ -317,8 +344,7 @@ class VideoStream:
                 receive_s=pending.receive_s,
                 admission_wait_s=admission_wait_s,
             )
-        if not pending.answer.done():
-            pending.answer.set_result(answer)
+        self._answer(pending, answer)
 
 
 class StreamRegistry:

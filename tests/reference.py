@@ -13,14 +13,14 @@ from models.registry import ModelSpec
 
 
 def reference_mask(jpeg: bytes, spec: ModelSpec, model_path: Path) -> np.ndarray:
-    """Boolean person mask at the photo's size: decode, stretch, model, bilinear upscale.
+    """Boolean person mask at the photo's size: the ideal path, with no shortcut.
 
-    Pillow's own libjpeg decodes in draft mode, which picks the same DCT scale as the service
-    (the smallest not below the model input), so both feed the model the same pixels.
+    A full-resolution decode (Pillow's own libjpeg), stretched to the model input by Pillow's
+    antialiased bilinear filter, the model, a bilinear upscale. The service decodes at a DCT
+    scale and resizes with OpenCV: its masks must agree with these.
     """
     image = Image.open(io.BytesIO(jpeg))
     size = image.size
-    image.draft("RGB", (spec.input_width, spec.input_height))
     resized = image.convert("RGB").resize((spec.input_width, spec.input_height), Image.BILINEAR)
     pixels = np.asarray(resized, np.float32)[None] * spec.input_scale + spec.input_offset
     interpreter = Interpreter(model_path=str(model_path))

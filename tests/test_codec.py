@@ -10,7 +10,7 @@ from PIL import Image
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import mask_to_array
-from service.codec import JpegCodec, scaled_size
+from service.codec import MIN_COVERAGE, JpegCodec, dct_scale_for, scaled_size
 from service.errors import FrameError, FrameErrorReason
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
 
@@ -34,22 +34,28 @@ def test_decodes_to_the_model_input_and_reports_the_frame_size(codec: JpegCodec)
     ("size", "model_input", "factor"),
     [
         ((512, 512), (256, 256), (1, 2)),
-        ((640, 480), (256, 256), (5, 8)),  # 1/2 would give 240 rows, fewer than 256
-        ((1280, 720), (256, 256), (3, 8)),
+        ((640, 480), (256, 256), (1, 2)),  # 240 rows stretched to 256: cheaper than 5/8
+        ((1280, 720), (256, 256), (1, 2)),  # 1/4 would leave 180 of 256 rows
         ((1280, 720), (256, 144), (1, 4)),
+        ((1920, 1080), (256, 144), (1, 8)),  # 135 of 144 rows: within MIN_COVERAGE
         ((200, 100), (256, 256), (1, 1)),  # smaller than the input: decoded whole, then stretched
     ],
 )
-def test_decodes_at_the_smallest_dct_scale_that_covers_the_input(
+def test_decodes_at_the_cheapest_power_of_two_scale_near_the_input(
     codec: JpegCodec,
     size: tuple[int, int],
     model_input: tuple[int, int],
     factor: tuple[int, int],
 ) -> None:
-    assert codec._smallest_factor_covering(*size, *model_input) == factor
+    assert dct_scale_for(*size, *model_input) == factor
     if factor != (1, 1):
         width, height = scaled_size(*size, factor)
-        assert width >= model_input[0] and height >= model_input[1]
+        assert width >= MIN_COVERAGE * model_input[0] and height >= MIN_COVERAGE * model_input[1]
+        # The next smaller power of two would have fallen short.
+        smaller = scaled_size(*size, (factor[0], factor[1] * 2))
+        assert smaller[0] < MIN_COVERAGE * model_input[0] or (
+            smaller[1] < MIN_COVERAGE * model_input[1]
+        )
     decoded = codec.decode_for_model(video_frame_jpeg(*size), *model_input)
     assert decoded.pixels.shape == (model_input[1], model_input[0], 3)
 

@@ -31,9 +31,16 @@ def test_sequences_move_so_every_frame_differs() -> None:
 
 
 async def test_late_answers_do_not_slow_the_sending() -> None:
-    # A server that holds every frame ~400 ms in its batcher: answers come back late.
+    # A server that holds frames up to 400 ms in its batcher: answers come back late. Each
+    # stream may have many frames in flight, so that its next frame is always on its way and
+    # the batcher keeps waiting for it; frames join a batch over its 400 ms, so they wait
+    # about 200 ms on average.
     config = loopback_config(
-        models=("selfie-general",), max_queue_delay_ms=400.0, max_batch_size=64
+        models=("selfie-general",),
+        max_queue_delay_ms=400.0,
+        max_batch_size=64,
+        max_frames_in_flight_per_stream=16,
+        max_unwritten_answers_per_stream=32,
     )
     shape = LoadShape(streams=2, fps=20, duration_s=2.0, ramp_up_s=0.2, warm_up_s=0.3)
     async with running_server(config) as service:
@@ -42,7 +49,7 @@ async def test_late_answers_do_not_slow_the_sending() -> None:
     sent = [r for r in result.frames if r.sent_at]
     assert len(sent) == len(result.frames), "every scheduled frame was sent"
     assert figures["send_lag_p99_ms"] < 100, "frames left on their schedule, not on answers"
-    assert figures["latency_ms"]["p50"] >= 350, "latency counts from the scheduled send"
+    assert figures["latency_ms"]["p50"] >= 150, "latency counts from the scheduled send"
     assert figures["ok"] > 0 and figures["errors"] == 0
 
 

@@ -1,0 +1,60 @@
+"""CPU time a process spent, per thread group, read from /proc (Linux).
+
+A server measured on the machine that also runs its load must be judged by its own CPU time,
+not by wall time. Threads are grouped by what they do: the event loop is the main thread
+(its id is the process id); the service names its codec and engine threads (`codec`,
+`engine`, see `service/threads.py`), and threads those start (XNNPACK's workers) inherit the
+name. Everything else (gRPC's C-core threads, the metrics server) is `other`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+GROUPS = ("event_loop", "codec", "engine", "other")
+
+
+def _thread_group(pid: int, tid: int, name: str) -> str:
+    if tid == pid:
+        return "event_loop"
+    for group in ("codec", "engine"):
+        if name.startswith(group):
+            return group
+    return "other"
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """Seconds of CPU (user + system) per thread group, at one moment."""
+
+    seconds: dict[str, float]
+
+    @property
+    def total_s(self) -> float:
+        return sum(self.seconds.values())
+
+    def __sub__(self, earlier: CpuSample) -> CpuSample:
+        return CpuSample({g: self.seconds[g] - earlier.seconds.get(g, 0.0) for g in GROUPS})
+
+
+def sample(pid: int) -> CpuSample:
+    """CPU per group of the process's threads. Threads that ended before the sample are
+    counted through the process's own total (they are in no task any more): as `other`."""
+    seconds = dict.fromkeys(GROUPS, 0.0)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended while we read
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime + stime
+        seconds[_thread_group(pid, int(task.name), name)] += cpu
+    process = Path(f"/proc/{pid}/stat").read_text()
+    fields = process[process.rindex(")") + 2 :].split()
+    whole = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    seconds["other"] += max(0.0, whole - sum(seconds.values()))
+    return CpuSample(seconds)
