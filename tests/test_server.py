@@ -245,7 +245,7 @@ async def test_a_reopened_stream_id_takes_over_and_the_open_one_ends_aborted(
         await old.write(config_message(stream_id="twin"))
         await old.write(frame_message(0, astronaut_jpeg()))
         assert (await old.read()).status == OK
-        code, details, responses = await stream_status(
+        code, _, responses = await stream_status(
             server,
             [config_message(stream_id="twin"), frame_message(1, astronaut_jpeg())],
             ends_ok=True,
