@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segmentation.v1 import segmentation_pb2 as pb
-from segmentation_client import FrameToSend, SegmentationClient, SegmentationError
+from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient, SegmentationError
 from segmentation_client.client import KEEPALIVE_TIME_S
 from service.app import RunningService, running_server
 from service.codec import JpegCodec
@@ -48,10 +48,30 @@ async def test_streams_over_the_limit_are_refused_and_the_accepted_ones_fully_se
 
         holders = [asyncio.create_task(accepted(n)) for n in range(3)]
         await asyncio.gather(*(event.wait() for event in opened))
-        with pytest.raises(SegmentationError) as caught:
-            await closed_loop_stream(client, jpegs[:1], stream_id="one-too-many")
-        assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The client retries RESOURCE_EXHAUSTED (another replica may have room), answering the
+        # frame itself meanwhile, and gives up once no replica answered for its give-up time.
+        impatient = SegmentationClient(
+            service.target, retry_policy=RetryPolicy(give_up_after_s=0.3)
+        )
+
+        async def camera() -> AsyncIterator[FrameToSend]:
+            for frame_id in range(1 << 30):
+                yield FrameToSend(frame_id, jpegs[0])
+                await asyncio.sleep(0.02)
+
+        async with impatient:
+            answered = []
+            with pytest.raises(SegmentationError) as caught:
+                async for response in impatient.stream(camera(), stream_id="one-too-many"):
+                    answered.append((response.frame_id, response.status, response.error_reason))
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "no replica answered stream 'one-too-many'" in caught.value.details
+        assert "RESOURCE_EXHAUSTED" in caught.value.details
         assert "3 streams, its limit" in caught.value.details
+        assert answered, "the frames sent meanwhile were answered"
+        assert answered == [(n, DROPPED, "reconnecting") for n in range(len(answered))]
+        assert impatient.stream_stats.frames_dropped_locally == len(answered)
+        assert impatient.stream_stats.reconnects >= 1
         release.set()
         for responses in await asyncio.gather(*holders):
             assert [r.frame_id for r in responses] == list(range(len(jpegs)))
