@@ -15,6 +15,10 @@ import time
 import urllib.request
 
 from loadtest.local_server import ServerProcess, free_port
+from segmentation_client import SegmentationClient
+from service.app import running_server
+from tests.conftest import loopback_config
+from tests.photos import astronaut_jpeg
 from tests.test_balancing import NAME, REPLICAS, dns_port  # noqa: F401 (a fixture)
 
 SERVER_FLAGS = (
@@ -199,3 +203,17 @@ async def test_a_replica_that_stops_answering_is_left_after_the_answer_timeout()
     check_streams(results, frames)
     assert sum(r["reconnects"] for r in results) >= 1
     assert time.monotonic() - started < 60, "the streams did not wait for keepalive"
+
+
+async def test_segment_retries_unavailable_on_another_replica() -> None:
+    # One replica drains (UNAVAILABLE to every call), the other serves: gRPC's retry policy
+    # in the client's service config sends each refused attempt to the next replica.
+    config = loopback_config(models=("selfie-general",))
+    async with running_server(config) as draining, running_server(config) as serving:
+        draining.drain()
+        target = f"ipv4:{draining.target},{serving.target}"
+        async with SegmentationClient(target) as client:
+            for _ in range(6):  # without retries, about half would fail
+                assert (await client.segment(astronaut_jpeg())).mask.data
+        served = serving.metrics.frames.labels("selfie-general", "ok", "")._value.get()
+        assert served == 6
