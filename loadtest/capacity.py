@@ -61,8 +61,13 @@ async def capacity_search(
             target, shape, sequences, progress=progress_for(streams), mask_encoding=mask_encoding
         )
         after = scrape(metrics_url) if metrics_url else None
-        overall = summarize(result)["overall"]
+        summary = summarize(result)
+        overall = summary["overall"]
         passed, why = objective.verdict(overall)
+        if passed and summary["reconnects"]:
+            # A replica that refused or lost streams does not carry this load, whatever the
+            # figures of the frames that got through.
+            passed, why = False, f"reconnects {summary['reconnects']}"
         view = asdict(server_view(before, after)) if before is not None else None
         steps.append(Step(streams, passed, why, overall, view))
         if on_step:

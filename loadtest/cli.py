@@ -131,6 +131,11 @@ async def _command_run(args: argparse.Namespace) -> int:
         f"{overall['drop_ratio']:.1%}, errors {overall['error_ratio']:.1%}; send lag p99 "
         f"{overall['send_lag_p99_ms']:.1f} ms"
     )
+    if summary["reconnects"]:
+        print(
+            f"  {summary['reconnects']} reconnects; {overall['dropped_locally']} frames "
+            "dropped by the client while reconnecting"
+        )
     for error in summary["stream_errors"]:
         print(f"  {error}")
     if args.json:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, SegmentationClient, SegmentationError
+from segmentation_client.resumable import RECONNECTING
 
 
 @dataclass
@@ -24,7 +25,10 @@ class FrameRecord:
     scheduled_at: float  # on the generator's monotonic clock
     sent_at: float = 0.0
     answered_at: float = 0.0  # 0: never answered
-    status: str = ""  # OK, DROPPED, ERROR, or LOST (the stream ended without an answer)
+    # OK, DROPPED (by the server, or by the client while its stream reconnected), ERROR, or
+    # LOST (the stream ended without an answer)
+    status: str = ""
+    dropped_locally: bool = False  # answered DROPPED "reconnecting" by the client
     batch_size: int = 0
     server_ms: float = 0.0
 
@@ -42,6 +46,7 @@ class RunResult:
     measure_until: float
     frames: list[FrameRecord] = field(default_factory=list)
     stream_errors: list[str] = field(default_factory=list)  # calls refused or broken
+    reconnects: int = 0  # streams reopened by the client's failover (refused, drained, lost)
 
 
 @dataclass(frozen=True)
@@ -111,15 +116,18 @@ async def _one_stream(
             record.sent_at = time.monotonic()
             yield FrameToSend(record.frame_id, jpegs[record.frame_id % len(jpegs)])
 
+    stream = client.stream(frames(), stream_id=f"load-{index}", **stream_options)
     try:
-        async for response in client.stream(frames(), stream_id=f"load-{index}", **stream_options):
+        async for response in stream:
             record = records[response.frame_id]
             record.answered_at = time.monotonic()
             record.status = pb.StreamSegmentResponse.Status.Name(response.status)
+            record.dropped_locally = response.error_reason == RECONNECTING
             record.batch_size = response.batch_size
             record.server_ms = response.timings.total_ms
     except SegmentationError as error:
         result.stream_errors.append(f"stream {index}: {error}")
+    result.reconnects += stream.stats.reconnects
     for record in records:
         if not record.status:
             record.status = "LOST"

@@ -50,16 +50,24 @@ def wait_for_serving(target: str, timeout_s: float = 60.0) -> None:
 class ServerProcess:
     """A `segmentation-server` process on loopback, as an operator starts it."""
 
-    def __init__(self, *flags: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        *flags: str,
+        env: dict[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+    ) -> None:
+        """`host` and `port`: where it listens (a free port by default); several replicas on
+        loopback can share a port on 127.0.0.1, 127.0.0.2, ... behind one DNS name."""
         import os
         import subprocess
         import sys
         import tempfile
         from pathlib import Path
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.metrics_port = free_port()
-        self.target = f"127.0.0.1:{self.port}"
+        self.target = f"{host}:{self.port}"
         command = [
             str(Path(sys.executable).parent / "segmentation-server"),
             "--address", self.target, "--metrics-port", str(self.metrics_port), *flags,

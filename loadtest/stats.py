@@ -16,7 +16,8 @@ PERCENTILES = (50, 95, 99)
 class Figures:
     frames: int  # scheduled in the measured window
     ok: int
-    dropped: int
+    dropped: int  # by the server, or by the client while its stream reconnected
+    dropped_locally: int  # of those, by the client while its stream reconnected
     errors: int  # ERROR answers, and frames never answered (refused or broken streams)
     latency_ms: dict[str, float]  # p50, p95, p99, max of OK frames
     fps_per_stream: float  # OK masks per second per stream
@@ -42,6 +43,7 @@ def _figures(records: list[FrameRecord], streams: int, seconds: float) -> Figure
         frames=len(records),
         ok=len(ok),
         dropped=dropped,
+        dropped_locally=sum(r.dropped_locally for r in records),
         errors=errors,
         latency_ms=latency,
         fps_per_stream=len(ok) / seconds / max(streams, 1),
@@ -69,4 +71,5 @@ def summarize(result: RunResult) -> dict:
         "overall": _figures(window, result.streams, seconds).to_dict(),
         "per_stream": per_stream,
         "stream_errors": result.stream_errors,
+        "reconnects": result.reconnects,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -58,6 +58,7 @@ class RunningService:
     metrics: ServiceMetrics
     health: health.aio.HealthServicer
     frame_budget: FrameBudget
+    drain: Callable[[], None]  # what shutdown does first: refuse new calls, end open streams
 
 
 def _local_target(address: str, port: int) -> str:
@@ -227,6 +228,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
             metrics=metrics,
             health=health_servicer,
             frame_budget=servicer.frame_budget,
+            drain=servicer.drain,
         )
     finally:
         await _set_health(health_servicer, serving=False)

@@ -38,8 +38,9 @@ class UnknownModelError(Exception):
     """A model name this replica has not loaded (NOT_FOUND)."""
 
 
-class StreamIdInUseError(Exception):
-    """Another open stream already has this id (ALREADY_EXISTS)."""
+class StreamReplacedError(Exception):
+    """A newer stream with the same id took this one's place (ABORTED): the caller reopened it,
+    here or elsewhere, so this one is a half-open leftover."""
 
 
 class NotReadyError(Exception):
@@ -51,7 +52,8 @@ class TooManyStreamsError(Exception):
 
 
 class ShuttingDownError(Exception):
-    """The server is draining for shutdown and takes no new streams (UNAVAILABLE)."""
+    """The server is draining for shutdown: it takes no new streams, and ends each open one,
+    once every frame it read is answered (UNAVAILABLE)."""
 
 
 class StreamIdleError(Exception):

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
@@ -22,9 +23,9 @@ from service.errors import (
     InvalidConfigError,
     NotReadyError,
     ShuttingDownError,
-    StreamIdInUseError,
     StreamIdleError,
     StreamProtocolError,
+    StreamReplacedError,
     TooManyStreamsError,
     UnknownModelError,
 )
@@ -50,8 +51,15 @@ _STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     StreamProtocolError: grpc.StatusCode.INVALID_ARGUMENT,
     InvalidConfigError: grpc.StatusCode.INVALID_ARGUMENT,
     UnknownModelError: grpc.StatusCode.NOT_FOUND,
-    StreamIdInUseError: grpc.StatusCode.ALREADY_EXISTS,
+    StreamReplacedError: grpc.StatusCode.ABORTED,
 }
+
+# How a stream open at SIGTERM ends, once every frame read from it is answered: the caller
+# learns at once, and the frames it sent after its last answer are exactly the unread ones.
+DRAINING_DETAILS = (
+    "the server is draining for shutdown; reopen the stream on another replica: "
+    "frames after the last answer were not read"
+)
 
 DEFAULT_BLUR_RADIUS = 12.0  # pixels: a composite that names no background blurs it this much
 
@@ -113,14 +121,18 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._metrics = metrics
         self.frame_budget = FrameBudget(config.max_frames_in_flight)
         self._readers: dict[VideoStream, asyncio.Task[None]] = {}
+        self._drained: set[VideoStream] = set()  # streams whose reading the drain stopped
         self._draining = False
         self.frames_received = 0
         self.frames_answered = 0
 
     def drain(self) -> None:
-        """Takes no new streams or frames; open streams end once their frames are answered."""
+        """Takes no new streams or frames; open streams end UNAVAILABLE (DRAINING_DETAILS)
+        once the frames read from them are answered."""
         self._draining = True
         for stream, reader in list(self._readers.items()):
+            if not reader.done():  # a caller that already ended its input ends OK
+                self._drained.add(stream)
             reader.cancel()
             stream.end_input()
 
@@ -156,7 +168,9 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         requests = aiter(request_iterator)
         try:
             if self._draining:
-                raise ShuttingDownError("the server is shutting down; open the stream elsewhere")
+                raise ShuttingDownError(
+                    "the server is draining for shutdown; open the stream on another replica"
+                )
             first = await self._next_request(requests)
             if first is None:
                 return  # the caller closed without sending anything
@@ -164,6 +178,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             metrics = self._metrics.for_model(stream.model)
             metrics.active_streams.inc()
             if self._draining:  # shutdown began while the config was read: take no frames
+                self._drained.add(stream)
                 stream.end_input()
             else:
                 reader = asyncio.create_task(self._read_frames(requests, stream, metrics))
@@ -173,6 +188,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 self._observe(metrics, answer)
                 self.frames_answered += 1
                 yield response
+            if stream in self._drained:
+                raise ShuttingDownError(DRAINING_DETAILS)
         except tuple(_STATUS_OF_ERROR) as error:
             await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
         finally:
@@ -186,6 +203,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                         await reader
             finally:
                 if stream is not None:
+                    self._drained.discard(stream)
                     await self._streams.close(stream)
                     self._metrics.for_model(stream.model).active_streams.dec()
 
@@ -199,6 +217,10 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 return await anext(requests)
         except StopAsyncIteration:
             return None
+        except DecodeError as error:
+            raise StreamProtocolError(
+                f"a request could not be parsed as a StreamSegmentRequest: {error}"
+            ) from None
         except TimeoutError:
             raise StreamIdleError(f"the stream sent nothing for {idle_s:g} s") from None
 

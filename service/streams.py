@@ -24,7 +24,7 @@ from service.batcher import Clock
 from service.errors import (
     FrameError,
     FrameErrorReason,
-    StreamIdInUseError,
+    StreamReplacedError,
     TooManyStreamsError,
 )
 from service.metrics import StreamReport
@@ -363,16 +363,26 @@ class StreamRegistry:
         return stream_id in self._streams
 
     def open(self, stream_id: str, create: Callable[[str], VideoStream]) -> VideoStream:
-        """Registers a new stream; an empty id gets a fresh one."""
+        """Registers a new stream; an empty id gets a fresh one.
+
+        A stream that reopens with the id of one still open here takes the id over, and the old
+        one ends (StreamReplacedError): a caller only reopens a stream it has lost, so the old
+        one is a half-open leftover, and it must not lock the caller out until it times out.
+        """
         stream_id = stream_id or uuid.uuid4().hex
-        if len(self._streams) >= self.max_streams:
+        replaced = self._streams.get(stream_id)
+        if replaced is None and len(self._streams) >= self.max_streams:
             raise TooManyStreamsError(
                 f"this server holds {len(self._streams)} streams, its limit; "
                 "retry on another replica or later"
             )
-        if stream_id in self._streams:
-            raise StreamIdInUseError(f"stream id {stream_id!r} is already open on this server")
         stream = create(stream_id)
+        if replaced is not None:
+            replaced.fail(
+                StreamReplacedError(
+                    f"stream {stream_id!r} was replaced by a newer stream with the same id"
+                )
+            )
         self._streams[stream_id] = stream
         self._empty.clear()
         return stream

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from segmentation.v1 import segmentation_pb2 as pb
-from segmentation_client import FrameToSend, SegmentationClient, SegmentationError
+from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient, SegmentationError
 from segmentation_client.client import KEEPALIVE_TIME_S
-from service.app import RunningService, running_server
+from service.app import running_server
 from service.codec import JpegCodec
 from service.errors import FrameError, FrameErrorReason
 from tests.conftest import loopback_config
@@ -48,10 +48,30 @@ async def test_streams_over_the_limit_are_refused_and_the_accepted_ones_fully_se
 
         holders = [asyncio.create_task(accepted(n)) for n in range(3)]
         await asyncio.gather(*(event.wait() for event in opened))
-        with pytest.raises(SegmentationError) as caught:
-            await closed_loop_stream(client, jpegs[:1], stream_id="one-too-many")
-        assert caught.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The client retries RESOURCE_EXHAUSTED (another replica may have room), answering the
+        # frame itself meanwhile, and gives up once no replica answered for its give-up time.
+        impatient = SegmentationClient(
+            service.target, retry_policy=RetryPolicy(give_up_after_s=0.3)
+        )
+
+        async def camera() -> AsyncIterator[FrameToSend]:
+            for frame_id in range(1 << 30):
+                yield FrameToSend(frame_id, jpegs[0])
+                await asyncio.sleep(0.02)
+
+        async with impatient:
+            answered = []
+            with pytest.raises(SegmentationError) as caught:
+                async for response in impatient.stream(camera(), stream_id="one-too-many"):
+                    answered.append((response.frame_id, response.status, response.error_reason))
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "no replica answered stream 'one-too-many'" in caught.value.details
+        assert "RESOURCE_EXHAUSTED" in caught.value.details
         assert "3 streams, its limit" in caught.value.details
+        assert answered, "the frames sent meanwhile were answered"
+        assert answered == [(n, DROPPED, "reconnecting") for n in range(len(answered))]
+        assert impatient.stream_stats.frames_dropped_locally == len(answered)
+        assert impatient.stream_stats.reconnects >= 1
         release.set()
         for responses in await asyncio.gather(*holders):
             assert [r.frame_id for r in responses] == list(range(len(jpegs)))
@@ -80,15 +100,26 @@ async def test_a_full_frame_budget_drops_stale_frames_evenly_instead_of_queueing
     assert service.frame_budget.in_flight == 0
 
 
-async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind(
-    server: RunningService, client: SegmentationClient
-) -> None:
-    with pytest.raises(SegmentationError) as caught:
-        await client.segment(video_frame_jpeg(1920, 1080), timeout_s=0.001)
-    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    await asyncio.sleep(0.1)
-    assert all(p.frames_waiting == 0 for p in server.pipelines.values())
-    assert (await client.segment(astronaut_jpeg())).mask.data
+async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None:
+    # A batch that would close only after a minute: the frame can leave the batcher within the
+    # test only because its caller's deadline took it out.
+    config = loopback_config(models=("selfie-general",), max_queue_delay_ms=60_000.0)
+    async with running_server(config) as service, SegmentationClient(service.target) as client:
+        pipeline = service.pipelines["selfie-general"]
+        call = asyncio.create_task(client.segment(astronaut_jpeg(), timeout_s=1.0))
+        for _ in range(500):
+            if pipeline.frames_waiting or call.done():
+                break
+            await asyncio.sleep(0.01)
+        assert pipeline.frames_waiting == 1, "the frame waits in the batcher"
+        with pytest.raises(SegmentationError) as caught:
+            await call
+        assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(500):  # the handler's cancellation runs just after the status
+            if not pipeline.frames_waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert pipeline.frames_waiting == 0
 
 
 async def test_a_message_over_the_transport_limit_is_resource_exhausted() -> None:
@@ -124,23 +155,33 @@ async def test_an_idle_stream_is_ended_after_its_answers() -> None:
 async def test_an_engine_failure_answers_its_batch_internal_and_the_next_batch_runs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config = loopback_config(models=("selfie-general",))
+    # Batches close only when full (the delay is a minute): four streams' frames share each.
+    config = loopback_config(models=("selfie-general",), max_batch_size=4, max_queue_delay_ms=60e3)
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         engine = service.pipelines["selfie-general"].engine
         real_infer = engine.infer
-        failures = iter([RuntimeError("CUDA error: an illegal memory access")])
+        failed_batches: list[int] = []
 
         def infer_failing_once(frames: np.ndarray) -> np.ndarray:
-            failure = next(failures, None)
-            if failure is not None:
-                raise failure
+            if not failed_batches:
+                failed_batches.append(len(frames))
+                raise RuntimeError("CUDA error: an illegal memory access")
             return real_infer(frames)
 
         monkeypatch.setattr(engine, "infer", infer_failing_once)
-        responses = await closed_loop_stream(client, [astronaut_jpeg()] * 3, window=1)
-    assert [r.status for r in responses] == [ERROR, OK, OK]
-    assert responses[0].error_reason == "internal"
-    assert "illegal memory access" in responses[0].error_message
+        results = await asyncio.gather(
+            *(
+                closed_loop_stream(client, [astronaut_jpeg()] * 2, window=1, stream_id=f"c{n}")
+                for n in range(4)
+            )
+        )
+    assert failed_batches == [4]
+    for responses in results:
+        # Each frame of the failed batch, then the next batch's.
+        assert [r.status for r in responses] == [ERROR, OK]
+        assert responses[0].error_reason == "internal"
+        assert "illegal memory access" in responses[0].error_message
+        assert responses[1].batch_size == 4
 
 
 def test_the_client_library_pings_no_more_often_than_the_server_allows() -> None:

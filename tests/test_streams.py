@@ -12,7 +12,7 @@ import pytest
 
 from segmentation.v1 import segmentation_pb2 as pb
 from service.codec import EncodedMask
-from service.errors import FrameError, FrameErrorReason, StreamIdInUseError
+from service.errors import FrameError, FrameErrorReason, StreamReplacedError
 from service.pipeline import FrameTimings, MaskRequest, SegmentedFrame
 from service.streams import FrameOutcome, IncomingFrame, StreamRegistry, StreamStats, VideoStream
 
@@ -131,8 +131,8 @@ async def test_close_cancels_the_frames_in_flight_and_forgets_the_waiting_one() 
     assert segmenter.started == [b"f\x00"]  # the waiting frame never starts
 
 
-async def test_registry_assigns_ids_refuses_duplicates_and_forgets_closed_streams() -> None:
-    registry = StreamRegistry()
+async def test_registry_assigns_ids_hands_a_reopened_id_over_and_forgets_closed_streams() -> None:
+    registry = StreamRegistry(max_streams=2)
 
     def create(stream_id: str) -> VideoStream:
         return VideoStream(stream_id, "m", MASK, GatedSegmenter(), max_in_flight=1)
@@ -140,9 +140,14 @@ async def test_registry_assigns_ids_refuses_duplicates_and_forgets_closed_stream
     named = registry.open("call-1", create)
     generated = registry.open("", create)
     assert generated.stream_id and generated.stream_id != "call-1"
-    with pytest.raises(StreamIdInUseError, match="call-1"):
-        registry.open("call-1", create)
-    await registry.close(named)
+    # At the limit, a reopened id still gets in: it takes the old stream's place.
+    reopened = registry.open("call-1", create)
+    with pytest.raises(StreamReplacedError, match="'call-1' was replaced"):
+        async for _ in named.answers():
+            pass
+    await registry.close(named)  # the old stream's end leaves the new one registered
+    assert "call-1" in registry and len(registry) == 2
+    await registry.close(reopened)
     await registry.close(generated)
     assert len(registry) == 0 and "call-1" not in registry
 

@@ -2,9 +2,20 @@
 
 from segmentation_client.client import (
     FrameToSend,
+    RetryPolicy,
     SegmentationClient,
     SegmentationError,
+    StreamStats,
     mask_to_array,
 )
+from segmentation_client.resumable import ResumableStream
 
-__all__ = ["FrameToSend", "SegmentationClient", "SegmentationError", "mask_to_array"]
+__all__ = [
+    "FrameToSend",
+    "ResumableStream",
+    "RetryPolicy",
+    "SegmentationClient",
+    "SegmentationError",
+    "StreamStats",
+    "mask_to_array",
+]

@@ -81,7 +81,8 @@ async def _stream(
     latencies_ms: list[float] = []
     counts = {"OK": 0, "DROPPED": 0, "ERROR": 0}
     first_answer = last_answer = 0.0
-    async for response in client.stream(frames(), model=model, mask_encoding=pb.MASK_ENCODING_PNG):
+    stream = client.stream(frames(), model=model, mask_encoding=pb.MASK_ENCODING_PNG)
+    async for response in stream:
         now = time.monotonic()
         first_answer = first_answer or now
         last_answer = now
@@ -100,6 +101,11 @@ async def _stream(
             print(f"frame {response.frame_id} {name}: {status} {response.error_message}")
     summary = ", ".join(f"{count} {status.lower()}" for status, count in counts.items())
     print(f"{len(files)} frames: {summary}")
+    if stream.stats.reconnects:
+        print(
+            f"reconnected {stream.stats.reconnects} times; "
+            f"{stream.stats.frames_dropped_locally} frames dropped while reconnecting"
+        )
     if latencies_ms:
         span_s = last_answer - first_answer
         achieved = (len(latencies_ms) - 1) / span_s if span_s > 0 else float("nan")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+import json
+from collections.abc import AsyncIterable
 from types import TracebackType
 
 import grpc
@@ -14,28 +14,49 @@ from PIL import Image
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from segmentation_client.resumable import (
+    FrameToSend,
+    ResumableStream,
+    RetryPolicy,
+    SegmentationError,
+    StreamStats,
+)
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "FrameToSend",
+    "RetryPolicy",
+    "SegmentationClient",
+    "SegmentationError",
+    "StreamStats",
+    "mask_to_array",
+]
 
 DEFAULT_TARGET = "localhost:50051"
 # Pings on idle connections so that dead peers are found; the server accepts pings every 10 s
 # or more (its --min-client-ping-interval-s), so 20 s keeps well clear of its limit.
 KEEPALIVE_TIME_S = 20
 KEEPALIVE_TIMEOUT_S = 10
-
-
-class SegmentationError(Exception):
-    """The service refused a call; `code` is the gRPC status code."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{code.name}: {details}")
-        self.code = code
-        self.details = details
-
-
-@dataclass(frozen=True)
-class FrameToSend:
-    frame_id: int
-    jpeg: bytes
-    capture_timestamp_us: int = 0
+SERVICE = "segmentation.v1.SegmentationService"
+# The one-shot calls retry UNAVAILABLE (a draining or lost replica) through gRPC's own retry
+# policy: each attempt is balanced anew, so it lands on another replica behind a dns:/// name.
+UNARY_RETRY_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": SERVICE, "method": "Segment"},
+                {"service": SERVICE, "method": "ListModels"},
+            ],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.05s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
 
 
 def mask_to_array(mask: pb.Mask) -> np.ndarray:
@@ -59,6 +80,7 @@ class SegmentationClient:
         token: str | None = None,
         load_balancing: str = "round_robin",
         max_message_bytes: int = 64 << 20,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         """Connects to `target`. TLS is on when `tls` or any certificate is given.
 
@@ -68,8 +90,12 @@ class SegmentationClient:
         `load_balancing`: with a target that resolves to several replicas (the headless
         Service's `dns:///segmentation.<namespace>.svc:50051`), "round_robin" spreads new
         streams over all of them; "pick_first" sends everything to one.
+        `retry_policy`: how `stream()` reconnects when its replica drains or dies.
         """
         self.target = target
+        self.retry_policy = retry_policy or RetryPolicy()
+        # Failover of all this client's streams so far: reconnects and frames dropped locally.
+        self.stream_stats = StreamStats()
         options = [
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -77,6 +103,8 @@ class SegmentationClient:
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_S * 1000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.lb_policy_name", load_balancing),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(UNARY_RETRY_SERVICE_CONFIG)),
         ]
         if tls or root_certificates or client_certificate:
             credentials = grpc.ssl_channel_credentials(
@@ -155,7 +183,7 @@ class SegmentationClient:
         except grpc.aio.AioRpcError as error:
             raise SegmentationError(error.code(), error.details() or "") from None
 
-    async def stream(
+    def stream(
         self,
         frames: AsyncIterable[FrameToSend],
         *,
@@ -167,14 +195,19 @@ class SegmentationClient:
         temporal_smoothing: float = 0.0,
         edge_aware_upscale: bool = False,
         composite: pb.Composite | None = None,
-    ) -> AsyncIterator[pb.StreamSegmentResponse]:
-        """Sends `frames` as one video stream and yields one response per frame, in order.
+    ) -> ResumableStream:
+        """Sends `frames` as one video stream; iterate the result for one response per frame,
+        in order (`async for response in client.stream(frames):`).
 
         `composite`: answers carry the composited frame (`response.composited`) instead of a
         mask; `temporal_smoothing` and `edge_aware_upscale` as in StreamConfig.
 
-        Responses with status DROPPED or ERROR are yielded like OK ones; a refused stream
-        raises SegmentationError. Leaving the loop early cancels the stream.
+        Responses with status DROPPED or ERROR are yielded like OK ones. When the replica drains
+        or dies, the stream reopens on another one (or the same, once back) with the same config
+        and id; frames lost meanwhile are answered DROPPED with `error_reason` "reconnecting"
+        (see `ResumableStream`; its `stats` and this client's `stream_stats` count them). A
+        refused stream, or one no replica answered for `retry_policy.give_up_after_s`, raises
+        SegmentationError. Leaving the loop early cancels the stream.
         """
         config = pb.StreamConfig(
             stream_id=stream_id,
@@ -186,30 +219,10 @@ class SegmentationClient:
             edge_aware_upscale=edge_aware_upscale,
             composite=composite,
         )
-
-        call: grpc.aio.StreamStreamCall | None = None
-
-        async def requests() -> AsyncIterator[pb.StreamSegmentRequest]:
-            yield pb.StreamSegmentRequest(config=config)
-            async for frame in frames:
-                # Stop writing once the server has ended the call (refused it, or drained for
-                # shutdown): grpcio's asyncio client reports a write into an ended call as
-                # INTERNAL instead of the server's status (grpc/grpc issue 36066).
-                if call is not None and call.done():
-                    return
-                yield pb.StreamSegmentRequest(
-                    frame=pb.Frame(
-                        frame_id=frame.frame_id,
-                        capture_timestamp_us=frame.capture_timestamp_us,
-                        jpeg=frame.jpeg,
-                    )
-                )
-
-        call = self._stub.StreamSegment(requests(), metadata=self._metadata)
-        try:
-            async for response in call:
-                yield response
-        except grpc.aio.AioRpcError as error:
-            raise SegmentationError(error.code(), error.details() or "") from None
-        finally:
-            call.cancel()  # a no-op once the call has ended
+        return ResumableStream(
+            lambda: self._stub.StreamSegment(metadata=self._metadata),
+            config,
+            frames,
+            self.retry_policy,
+            totals=self.stream_stats,
+        )
