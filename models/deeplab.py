@@ -30,7 +30,7 @@ PREDICTIONS_TENSOR = "SemanticPredictions:0"
 LOGITS_TENSORS = ("ResizeBilinear_3:0", "ResizeBilinear_2:0")
 PERSON_CLASS = 15
 PASCAL_CLASSES = 21
-# The official graphs resize so the longer side is 513; frames are stretched to that square.
+# The official graphs take images whose longer side is 513 and pad them to that square.
 INPUT_SIZE = 513
 
 
@@ -50,6 +50,7 @@ def deeplab_spec() -> ModelSpec:
         input_offset=0.0,
         licence="Apache-2.0 (TensorFlow DeepLab model zoo); weights supplied by the user",
         description="DeepLab v3 on PASCAL VOC, person = class 15",
+        fit="letterbox",
     )
 
 

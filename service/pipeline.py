@@ -167,6 +167,7 @@ class ModelPipeline:
             self.spec.input_width,
             self.spec.input_height,
             (mask.width, mask.height) if mask.needs_frame else None,
+            self.spec.fit,
         )
         decoded_at = self._clock()
         waiting = _WaitingFrame(decoded.pixels, loop.create_future())
@@ -201,9 +202,15 @@ class ModelPipeline:
         """Smooths, upscales and encodes one frame's alpha (on a codec thread)."""
         if smooth is not None:
             alpha = smooth(alpha)
+        pixels = decoded.pixels
+        if decoded.content_size is not None:
+            # Letterboxed: the padding is no part of the frame, so it is cut before upscaling.
+            content_width, content_height = decoded.content_size
+            alpha = alpha[:content_height, :content_width]
+            pixels = pixels[:content_height, :content_width]
         width, height = request.width or decoded.width, request.height or decoded.height
         if request.edge_aware:
-            alpha = guided_upscale(alpha, decoded.pixels, decoded.frame)
+            alpha = guided_upscale(alpha, pixels, decoded.frame)
         if request.composite is None:
             return self._codec.encode_mask(alpha, width, height, request.encoding), None
         if alpha.shape != (height, width):
