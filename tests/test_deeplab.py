@@ -79,7 +79,7 @@ async def test_a_deeplab_graph_is_served_as_model_deeplabv3(
     jpeg, expected = red_square_photo()
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         models = {m.name: m for m in await client.list_models()}
-        assert models["deeplabv3"].engine == "tensorflow"
+        assert models["deeplabv3"].engine == "deeplab-tensorflow"
         assert (models["deeplabv3"].input_width, models["deeplabv3"].input_height) == (513, 513)
         response = await client.segment(
             jpeg, model="deeplabv3", mask_encoding=pb.MASK_ENCODING_RAW_U8
