@@ -80,7 +80,12 @@ class DeepLabModel:
         labels = predictions[0].numpy()
         if logits is None:
             return labels, (labels == PERSON_CLASS).astype(np.float32)
-        alpha = person_probability(logits, labels.shape)[0]
+        height, width = labels.shape
+        if tuple(logits.shape[1:3]) == (height, width):
+            alpha = person_probability(logits, (height, width))[0]
+        else:
+            # The zoo's logits cover the image padded to 513x513; the image is its top left.
+            alpha = person_probability(logits, (INPUT_SIZE, INPUT_SIZE))[0, :height, :width]
         return labels, alpha.numpy().astype(np.float32)
 
 
