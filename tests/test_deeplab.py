@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from loadtest.bench_deeplab import bench_deeplab
 from models.deeplab import (
     PASCAL_CLASSES,
     PERSON_CLASS,
@@ -268,3 +269,11 @@ def _count_batches_and_runs(engine: DeepLabEngine) -> tuple[list[int], list[int]
     if network is not None:
         engine._batched = counted_network  # type: ignore[assignment]
     return batches, runs
+
+
+def test_the_benchmark_prints_the_cost_one_at_a_time_and_batched(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    one_at_a_time, batched = bench_deeplab(batch=2, runs=1)
+    assert one_at_a_time > 0 and batched > 0
+    assert "one at a time" in capsys.readouterr().out
