@@ -9,6 +9,9 @@ DeepLab model zoo (see the README) and pass it with `--deeplab-path`. Two forms 
 
 Person is PASCAL VOC class 15. Where the graph exposes its logits, the alpha is the softmax
 probability of that class (soft edges); otherwise it is the hard class map.
+
+`DeepLabModel` is the graph's own batch-1 path; `models.deeplab_batched` runs the network
+inside a frozen graph on a batch.
 """
 
 from __future__ import annotations

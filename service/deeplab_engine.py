@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class DeepLabEngine:
+    """The `deeplabv3` model: letterboxed uint8 (N, 513, 513, 3) in, person alpha out."""
+
     name = "deeplab-tensorflow"
 
     def __init__(
