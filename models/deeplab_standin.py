@@ -17,10 +17,14 @@ Variants:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 Variant = Literal["zoo", "fixed_batch", "mixes_frames"]
 
@@ -78,7 +82,7 @@ def build_frozen_graph(variant: Variant = "zoo", seed: int = 0) -> bytes:
     return graph.as_graph_def(add_shapes=True).SerializeToString()
 
 
-def _network(inputs, variant: Variant, weights):  # type: ignore[no-untyped-def]
+def _network(inputs: tf.Tensor, variant: Variant, weights: Callable[..., tf.Tensor]) -> tf.Tensor:
     """sub_7 (N, 513, 513, 3) -> logits (N, 65, 65, 21)."""
     import tensorflow as tf
 

@@ -20,7 +20,7 @@ from models.deeplab import (
     DeepLabModel,
     deeplab_spec,
 )
-from models.deeplab_batched import BatchedDeepLab
+from models.deeplab_batched import BatchedDeepLab, find_network_input
 from models.deeplab_check import ALPHA_TOLERANCE, LABEL_MISMATCH_TOLERANCE
 from models.deeplab_standin import Variant, write_frozen_graph
 from segmentation.v1 import segmentation_pb2 as pb
@@ -203,6 +203,19 @@ def test_tensor_names_can_be_given_and_missing_ones_mean_one_frame_at_a_time(
     assert "the graph has no input tensor no_such_node:0" in caplog.text
     assert "found neither sub_7:0 nor a convolution after ImageTensor:0" in caplog.text
     assert "--deeplab-input-tensor" in caplog.text
+
+
+def test_without_the_zoos_name_the_input_is_that_of_the_first_convolution(
+    standins: dict[Variant, Path],
+) -> None:
+    graph_def = DeepLabModel(standins["zoo"]).graph_def
+    assert find_network_input(graph_def) == "sub_7:0"
+    for node in graph_def.node:  # as in an export whose normalisation is numbered differently
+        if node.name == "sub_7":
+            node.name = "sub_2"
+        node.input[:] = ["sub_2" if name == "sub_7" else name for name in node.input]
+    assert find_network_input(graph_def) == "sub_2:0"
+    assert BatchedDeepLab(graph_def).input_tensor == "sub_2:0"
 
 
 @pytest.mark.parametrize("variant", ["zoo", "fixed_batch", "mixes_frames"])
