@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from loadtest.bench_deeplab import bench_deeplab
 from loadtest.bench_quality import bench_quality
 from loadtest.frames import video_sequence
 from models.fetch import ensure_model_files
@@ -149,6 +150,7 @@ def main() -> None:
 
     bench_engine_batches(config)
     bench_quality(config)
+    bench_deeplab()
     print()
     engine_fps = bench_engine(config, jpegs, args.streams, args.seconds)
     print(

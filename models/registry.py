@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+# How frames are fitted to the model's input: stretched to it (MediaPipe's selfie models), or
+# letterboxed: the longer side fills it, aspect kept, padded bottom and right (DeepLab).
+Fit = Literal["stretch", "letterbox"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class ModelSpec:
     input_offset: float
     licence: str
     description: str
+    fit: Fit = "stretch"
 
 
 _MEDIAPIPE_WHEEL = "mediapipe==0.10.14"

@@ -29,7 +29,8 @@ from service.auth import BearerTokenInterceptor
 from service.batcher import BatchPolicy
 from service.codec import JpegCodec
 from service.config import ServiceConfig
-from service.engine import DeepLabEngine, configure_tensorflow, create_engine
+from service.deeplab_engine import DeepLabEngine
+from service.engine import configure_tensorflow, create_engine
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
 from service.server import SegmentationServicer
@@ -87,9 +88,11 @@ async def _load_pipelines(
     ]
     if config.deeplab_path:
         engines.append(await asyncio.to_thread(_create_deeplab_engine, config))
-    policy = BatchPolicy(config.max_batch_size, config.max_queue_delay_s)
     for engine in engines:
         spec = engine.spec
+        # An engine with a largest batch gets no more, so each batch is one run of its model.
+        max_batch_size = min(config.max_batch_size, engine.max_batch_size or config.max_batch_size)
+        policy = BatchPolicy(max_batch_size, config.max_queue_delay_s)
         pipeline = ModelPipeline(
             engine,
             codec,
@@ -112,7 +115,14 @@ async def _load_pipelines(
 
 def _create_deeplab_engine(config: ServiceConfig) -> DeepLabEngine:
     device = configure_tensorflow(config)
-    return DeepLabEngine(deeplab_spec(), Path(config.deeplab_path), device)
+    return DeepLabEngine(
+        deeplab_spec(),
+        Path(config.deeplab_path),
+        device,
+        config.deeplab_batch_sizes,
+        config.deeplab_input_tensor,
+        config.deeplab_logits_tensor,
+    )
 
 
 async def _set_health(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

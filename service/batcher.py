@@ -45,6 +45,7 @@ class Outlook:
 
     frames_decoding: int  # admitted and being decoded: they join within a few milliseconds
     next_frames_due_at: tuple[float, ...]  # when each open stream's next frame is expected
+    streams_starting: int = 0  # open streams whose frame rate is not known yet: any moment
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Batcher(Generic[Item]):
         deadline = self._waiting[0].enqueued_at + self.policy.max_queue_delay_s
         if now >= deadline:
             return 0.0, "delay"
-        if outlook is None or outlook.frames_decoding:
+        if outlook is None or outlook.frames_decoding or outlook.streams_starting:
             return deadline - now, "delay"
         coming = [due_at for due_at in outlook.next_frames_due_at if now < due_at < deadline]
         if not coming:

@@ -2,9 +2,10 @@
 
 Decoding reads the header first and refuses a frame over the byte or pixel limit before any
 pixel is allocated. libjpeg-turbo then decodes straight to the smallest DCT-scaled size that is
-not below the model's input (much cheaper than a full decode), and the result is stretched to
-the input size, as MediaPipe does. Warnings from libjpeg-turbo (a truncated or damaged file)
-are errors here: a half-decoded frame must not reach the model.
+not below the model's input (much cheaper than a full decode), and the result is fitted to the
+input as the model's spec says: stretched, as MediaPipe does, or letterboxed (longer side to the
+input, padded bottom and right), as DeepLab does. Warnings from libjpeg-turbo (a truncated or
+damaged file) are errors here: a half-decoded frame must not reach the model.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from turbojpeg import (
     TurboJPEG,
 )
 
+from models.registry import Fit
 from segmentation.v1 import segmentation_pb2 as pb
 from service.errors import FrameError, FrameErrorReason
 from service.resize import resize
@@ -38,6 +40,8 @@ _PNG_COMPRESS_LEVEL = 1  # masks are mostly flat: level 1 is ~3x faster than 6 a
 # stretch is cheaper than decoding at twice the size, and the masks agree (IoU >= 0.99).
 MIN_COVERAGE = 0.9
 _FAST_SCALES = ((1, 8), (1, 4), (1, 2), (1, 1))  # smallest first
+# DeepLab pads with its mean pixel 127.5; 128 is the nearest uint8 (0.004 off after normalising).
+LETTERBOX_FILL = 128
 
 
 class _StrictTurboJPEG(TurboJPEG):
@@ -57,6 +61,8 @@ class DecodedFrame:
     width: int  # of the frame as sent
     height: int
     frame: np.ndarray | None = None  # uint8 RGB at the output size, when asked for
+    # (width, height) of the frame inside `pixels` (top left) when letterboxed; the rest is fill.
+    content_size: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,22 @@ class EncodedMask:
     height: int
     encoding: int  # pb.MaskEncoding
     data: bytes
+
+
+def letterbox_size(width: int, height: int, box_width: int, box_height: int) -> tuple[int, int]:
+    """The size a width x height frame takes in the box, aspect kept, its longer side filling it."""
+    scale = min(box_width / width, box_height / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def letterboxed(
+    rgb: np.ndarray, box_width: int, box_height: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image resized into the box's top left, padded with LETTERBOX_FILL; and its size there."""
+    width, height = letterbox_size(rgb.shape[1], rgb.shape[0], box_width, box_height)
+    box = np.full((box_height, box_width, 3), LETTERBOX_FILL, np.uint8)
+    box[:height, :width] = resize(rgb, width, height)
+    return box, (width, height)
 
 
 def scaled_size(width: int, height: int, factor: tuple[int, int]) -> tuple[int, int]:
@@ -135,11 +157,14 @@ class JpegCodec:
         input_width: int,
         input_height: int,
         output_size: tuple[int, int] | None = None,
+        fit: Fit = "stretch",
     ) -> DecodedFrame:
-        """The frame stretched to the model input; with `output_size` (width, height; 0x0 for
-        the frame's own size) also the frame itself at that size, from the same decode."""
+        """The frame fitted to the model input (`fit`); with `output_size` (width, height; 0x0
+        for the frame's own size) also the frame itself at that size, from the same decode."""
         width, height = self.read_size(jpeg)
         need_width, need_height = input_width, input_height
+        if fit == "letterbox":
+            need_width, need_height = letterbox_size(width, height, input_width, input_height)
         if output_size is not None:
             output_size = (output_size[0] or width, output_size[1] or height)
             need_width, need_height = (
@@ -158,6 +183,9 @@ class JpegCodec:
         frame = None
         if output_size is not None:
             frame = resize(rgb, *output_size)
+        if fit == "letterbox":
+            pixels, content_size = letterboxed(rgb, input_width, input_height)
+            return DecodedFrame(pixels, width, height, frame, content_size)
         return DecodedFrame(resize(rgb, input_width, input_height), width, height, frame)
 
     def decode_image(self, jpeg: bytes) -> np.ndarray:

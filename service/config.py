@@ -57,6 +57,16 @@ class ServiceConfig:
     deeplab_path: str = _setting(
         "", "a DeepLab v3 frozen graph (.pb) or SavedModel to serve as model `deeplabv3`"
     )
+    deeplab_batch_sizes: tuple[int, ...] = _setting(
+        (1, 2, 4, 8),
+        "batch sizes the DeepLab network pads to, each warmed up at start, comma-separated",
+    )
+    deeplab_input_tensor: str = _setting(
+        "", "the DeepLab graph's normalised input; empty: sub_7:0, else found in the graph"
+    )
+    deeplab_logits_tensor: str = _setting(
+        "", "the DeepLab graph's logits; empty: ResizeBilinear_3:0, else ResizeBilinear_2:0"
+    )
     engine_threads: int = _setting(
         1,
         "CPU threads of each copy of a model's interpreter (TFLite) or of TensorFlow's ops; "
@@ -154,10 +164,10 @@ class ServiceConfig:
             raise ValueError(f"metrics_port must be 0..65535; was {self.metrics_port}")
         if self.engine not in ("tflite", "tensorflow", "auto"):
             raise ValueError(f"engine must be tflite, tensorflow or auto; was {self.engine!r}")
-        if not self.engine_batch_sizes or min(self.engine_batch_sizes) < 1:
-            raise ValueError(
-                f"engine_batch_sizes must be positive sizes; was {list(self.engine_batch_sizes)}"
-            )
+        for name in ("engine_batch_sizes", "deeplab_batch_sizes"):
+            sizes = getattr(self, name)
+            if not sizes or min(sizes) < 1:
+                raise ValueError(f"{name} must be positive sizes; was {list(sizes)}")
         if not self.models:
             raise ValueError("models must name at least one model")
         unknown = [name for name in self.models if name not in MODELS]

@@ -7,7 +7,8 @@ engine thread; TensorFlow's functions may be called from several threads.
 - `TFLiteEngine`: the TFLite file with XNNPACK; the fastest engine on this CPU.
 - `TensorFlowEngine`: the same model converted to a SavedModel with a free batch dimension
   (`models/convert.py`), padded to a few fixed batch sizes; on a GPU when TensorFlow sees one.
-- `DeepLabEngine`: a user-supplied DeepLab v3 graph, one frame at a time (its batch is 1).
+- `DeepLabEngine` (`service/deeplab_engine.py`): a user-supplied DeepLab v3 graph, batched
+  where a start-up check allows it.
 """
 
 from __future__ import annotations
@@ -32,9 +33,12 @@ _Interpreters = dict[int, tuple[Any, int, int]]
 
 
 class Engine(Protocol):
-    name: str  # "tflite" or "tensorflow"
+    name: str  # "tflite", "tensorflow" or "deeplab-tensorflow"
     device: str  # "cpu", "gpu:0"
     spec: ModelSpec
+    batch_sizes: tuple[int, ...]  # frames one run of the model takes, ascending
+    # Frames the batcher may hand over at once; None: any number (the engine runs them in parts).
+    max_batch_size: int | None
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, 3) frames at the model's input size -> float32 (N, H, W) in [0, 1]."""
@@ -62,6 +66,8 @@ class TFLiteEngine:
     name = "tflite"
     device = "cpu"
     CHUNK_SIZES = (8, 4, 2, 1)
+    batch_sizes = tuple(sorted(CHUNK_SIZES))
+    max_batch_size = None
 
     def __init__(
         self, spec: ModelSpec, model_path: Path, num_threads: int, copies: int = 1
@@ -159,6 +165,7 @@ class TensorFlowEngine:
     each size is reused; every size is run once at warm-up so no request pays for tracing."""
 
     name = "tensorflow"
+    max_batch_size = None
 
     def __init__(
         self,
@@ -206,28 +213,6 @@ class TensorFlowEngine:
             self.device,
             self.batch_sizes,
         )
-
-
-class DeepLabEngine:
-    """A DeepLab v3 graph of the model zoo's signature: batch 1, so frames run one by one."""
-
-    name = "tensorflow"
-
-    def __init__(self, spec: ModelSpec, path: Path, device: str) -> None:
-        from models.deeplab import DeepLabModel
-
-        self.spec = spec
-        self.device = device
-        self._model = DeepLabModel(path)
-
-    def infer(self, frames: np.ndarray) -> np.ndarray:
-        return np.stack([self._model(frame) for frame in frames])
-
-    def padded_size(self, frames: int) -> int:
-        return frames
-
-    def warm_up(self) -> None:
-        self.infer(_blank_frames(self.spec, 1))
 
 
 def measure_ms_per_frame(engine: Engine, batch: int = 8, runs: int = 5) -> float:

@@ -201,8 +201,9 @@ class ModelPipeline:
         self._wakeup.set()  # a batch waiting for this stream's frame closes now
 
     def _outlook(self) -> Outlook:
-        due = (cadence.next_frame_due_at for cadence in self._cadences)
-        return Outlook(self._frames_decoding, tuple(at for at in due if at is not None))
+        due = [cadence.next_frame_due_at for cadence in self._cadences]
+        known = tuple(at for at in due if at is not None)
+        return Outlook(self._frames_decoding, known, streams_starting=len(due) - len(known))
 
     async def segment(
         self,
@@ -225,6 +226,7 @@ class ModelPipeline:
                 self.spec.input_width,
                 self.spec.input_height,
                 (mask.width, mask.height) if mask.needs_frame else None,
+                self.spec.fit,
             )
         finally:
             self._frames_decoding -= 1
@@ -261,9 +263,15 @@ class ModelPipeline:
         """Smooths, upscales and encodes one frame's alpha (on a codec thread)."""
         if smooth is not None:
             alpha = smooth(alpha)
+        pixels = decoded.pixels
+        if decoded.content_size is not None:
+            # Letterboxed: the padding is no part of the frame, so it is cut before upscaling.
+            content_width, content_height = decoded.content_size
+            alpha = alpha[:content_height, :content_width]
+            pixels = pixels[:content_height, :content_width]
         width, height = request.width or decoded.width, request.height or decoded.height
         if request.edge_aware:
-            alpha = guided_upscale(alpha, decoded.pixels, decoded.frame)
+            alpha = guided_upscale(alpha, pixels, decoded.frame)
         if request.composite is None:
             return self._codec.encode_mask(alpha, width, height, request.encoding), None
         alpha = resize(alpha, width, height)

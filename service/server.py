@@ -426,6 +426,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     engine=pipeline.engine.name,
                     device=pipeline.engine.device,
                     is_default=name == self._config.default_model,
+                    batched=max(pipeline.engine.batch_sizes) > 1,
+                    batch_sizes=pipeline.engine.batch_sizes,
                 )
                 for name, pipeline in self._pipelines.items()
             ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.batcher import Batcher, BatchPolicy
+from service.batcher import Batcher, BatchPolicy, Outlook
+from service.pipeline import StreamCadence
 
 
 class FakeClock:
@@ -99,3 +100,68 @@ def test_a_removed_frame_never_reaches_a_batch() -> None:
 def test_bad_policies_are_refused_with_the_bad_value(size: int, delay: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         BatchPolicy(size, delay)
+
+
+def test_with_nothing_on_its_way_a_lone_frame_closes_at_once() -> None:
+    batcher, _ = make_batcher(max_queue_delay_s=0.010)
+    batcher.add("a")
+    nothing = Outlook(frames_decoding=0, next_frames_due_at=())
+    assert batcher.seconds_until_due(nothing) == 0.0
+    batch = batcher.take_batch(nothing)
+    assert batch is not None and batch.items == ("a",)
+    assert batch.closed_because == "nothing_coming"
+
+
+def test_a_frame_being_decoded_is_waited_for_up_to_the_delay() -> None:
+    batcher, clock = make_batcher(max_queue_delay_s=0.010)
+    batcher.add("a")
+    decoding = Outlook(frames_decoding=1, next_frames_due_at=())
+    clock.advance(0.004)
+    assert batcher.take_batch(decoding) is None
+    assert batcher.seconds_until_due(decoding) == pytest.approx(0.006)
+    clock.advance(0.006)
+    batch = batcher.take_batch(decoding)
+    assert batch is not None and batch.closed_because == "delay"
+
+
+def test_a_stream_due_before_the_delay_is_waited_for_until_it_is_late() -> None:
+    batcher, clock = make_batcher(max_queue_delay_s=0.010)
+    batcher.add("a")
+    soon = Outlook(frames_decoding=0, next_frames_due_at=(clock.now + 0.003, clock.now + 0.050))
+    assert batcher.seconds_until_due(soon) == pytest.approx(0.003)
+    assert batcher.take_batch(soon) is None
+    clock.advance(0.003)  # its frame did not come: nothing else can join in time
+    batch = batcher.take_batch(soon)
+    assert batch is not None and batch.items == ("a",)
+    assert batch.closed_because == "nothing_coming"
+    assert batch.waited_s == pytest.approx((0.003,))
+
+
+def test_streams_due_only_after_the_delay_do_not_hold_the_batch() -> None:
+    batcher, clock = make_batcher(max_queue_delay_s=0.010)
+    batcher.add("a")
+    later = Outlook(frames_decoding=0, next_frames_due_at=(clock.now + 0.033,))
+    batch = batcher.take_batch(later)
+    assert batch is not None and batch.closed_because == "nothing_coming"
+
+
+def test_a_stream_whose_rate_is_not_known_yet_is_waited_for_up_to_the_delay() -> None:
+    batcher, clock = make_batcher(max_queue_delay_s=0.010)
+    batcher.add("a")
+    starting = Outlook(frames_decoding=0, next_frames_due_at=(), streams_starting=1)
+    assert batcher.seconds_until_due(starting) == pytest.approx(0.010)
+    clock.advance(0.010)
+    batch = batcher.take_batch(starting)
+    assert batch is not None and batch.closed_because == "delay"
+
+
+def test_a_stream_cadence_follows_its_frame_gaps_and_ignores_pauses() -> None:
+    cadence = StreamCadence()
+    cadence.frame_arrived(10.0)
+    assert cadence.next_frame_due_at is None  # one frame says nothing of the rate
+    cadence.frame_arrived(10.033)
+    assert cadence.next_frame_due_at == pytest.approx(10.066)
+    cadence.frame_arrived(15.0)  # the caller paused: the gap is not its frame rate
+    assert cadence.next_frame_due_at == pytest.approx(15.033)
+    cadence.frame_arrived(15.053)  # a late frame moves the estimate a little, not all the way
+    assert 15.053 + 0.033 < cadence.next_frame_due_at < 15.053 + 0.053

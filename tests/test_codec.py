@@ -10,7 +10,7 @@ from PIL import Image
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import mask_to_array
-from service.codec import MIN_COVERAGE, JpegCodec, dct_scale_for, scaled_size
+from service.codec import LETTERBOX_FILL, MIN_COVERAGE, JpegCodec, dct_scale_for, scaled_size
 from service.errors import FrameError, FrameErrorReason
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
 
@@ -58,6 +58,24 @@ def test_decodes_at_the_cheapest_power_of_two_scale_near_the_input(
         )
     decoded = codec.decode_for_model(video_frame_jpeg(*size), *model_input)
     assert decoded.pixels.shape == (model_input[1], model_input[0], 3)
+
+
+@pytest.mark.parametrize(
+    ("size", "content_size"),
+    [((640, 480), (513, 385)), ((480, 640), (385, 513)), ((300, 300), (513, 513))],
+)
+def test_letterbox_fits_the_longer_side_and_pads_bottom_and_right(
+    codec: JpegCodec, size: tuple[int, int], content_size: tuple[int, int]
+) -> None:
+    decoded = codec.decode_for_model(video_frame_jpeg(*size), 513, 513, fit="letterbox")
+    assert decoded.pixels.shape == (513, 513, 3)
+    assert decoded.content_size == content_size
+    width, height = content_size
+    assert np.all(decoded.pixels[height:] == LETTERBOX_FILL)
+    assert np.all(decoded.pixels[:, width:] == LETTERBOX_FILL)
+    # The frame inside is the photo's, aspect kept: compare with a plain resize.
+    expected = np.asarray(Image.open(io.BytesIO(video_frame_jpeg(*size))).resize(content_size))
+    assert np.abs(decoded.pixels[:height, :width].astype(int) - expected).mean() < 4
 
 
 def assert_frame_error(reason: FrameErrorReason, call, *args: object) -> FrameError:

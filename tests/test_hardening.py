@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import numpy as np
@@ -102,24 +102,42 @@ async def test_a_full_frame_budget_drops_stale_frames_evenly_instead_of_queueing
 
 async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None:
     # A batch that would close only after a minute: the frame can leave the batcher within the
-    # test only because its caller's deadline took it out.
+    # test only because its caller's deadline took it out. A stream that has sent one frame
+    # (its frame rate unknown, so the batcher waits for its next one) keeps the batch open.
     config = loopback_config(models=("selfie-general",), max_queue_delay_ms=60_000.0)
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         pipeline = service.pipelines["selfie-general"]
+        stalled = asyncio.Event()
+
+        async def one_frame() -> AsyncIterator[FrameToSend]:
+            yield FrameToSend(0, astronaut_jpeg())
+            await stalled.wait()
+
+        stream = asyncio.create_task(burst_answers(client.stream(one_frame())))
+        await wait_until(lambda: pipeline.frames_waiting == 1)
         call = asyncio.create_task(client.segment(astronaut_jpeg(), timeout_s=1.0))
-        for _ in range(500):
-            if pipeline.frames_waiting or call.done():
-                break
-            await asyncio.sleep(0.01)
-        assert pipeline.frames_waiting == 1, "the frame waits in the batcher"
+        await wait_until(lambda: pipeline.frames_waiting == 2 or call.done())
+        assert pipeline.frames_waiting == 2, "the frame waits in the batcher"
         with pytest.raises(SegmentationError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-        for _ in range(500):  # the handler's cancellation runs just after the status
-            if not pipeline.frames_waiting:
-                break
-            await asyncio.sleep(0.01)
-        assert pipeline.frames_waiting == 0
+        # The handler's cancellation runs just after the status.
+        await wait_until(lambda: pipeline.frames_waiting == 1)
+        assert pipeline.frames_waiting == 1, "only the stream's frame is left"
+        stalled.set()
+        stream.cancel()
+
+
+async def burst_answers(responses: AsyncIterator[pb.StreamSegmentResponse]) -> None:
+    async for _ in responses:
+        pass
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
 
 
 async def test_a_message_over_the_transport_limit_is_resource_exhausted() -> None:
