@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
 from service.server import SegmentationServicer
 from service.streams import FrameBudget, StreamRegistry
-from service.threads import name_this_thread
+from service.workers import WorkerThreads
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ def _local_target(address: str, port: int) -> str:
 async def _load_pipelines(
     config: ServiceConfig,
     codec: JpegCodec,
-    codec_executor: ThreadPoolExecutor,
+    codec_workers: WorkerThreads,
     metrics: ServiceMetrics,
     pipelines: dict[str, ModelPipeline],
 ) -> None:
@@ -96,7 +95,7 @@ async def _load_pipelines(
         pipeline = ModelPipeline(
             engine,
             codec,
-            codec_executor,
+            codec_workers,
             policy,
             config.max_batches_in_flight,
             metrics.for_model(spec.name),
@@ -196,12 +195,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
     streams = StreamRegistry(config.max_streams)
     metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
-    codec_executor = ThreadPoolExecutor(
-        config.decode_workers,
-        thread_name_prefix="codec",
-        initializer=name_this_thread,
-        initargs=("codec",),
-    )
+    codec_workers = WorkerThreads(config.decode_workers, "codec")
     pipelines: dict[str, ModelPipeline] = {}
     health_servicer = health.aio.HealthServicer()
     servicer = SegmentationServicer(config, streams, metrics, codec)
@@ -224,7 +218,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         metrics_port = metrics.serve(config.metrics_port) if config.metrics_port else 0
         if metrics_port:
             log.info("metrics on :%d/metrics", metrics_port)
-        await _load_pipelines(config, codec, codec_executor, metrics, pipelines)
+        await _load_pipelines(config, codec, codec_workers, metrics, pipelines)
         servicer.serve_models(pipelines)
         await _set_health(health_servicer, serving=True)
         log.info("serving %s; health SERVING", sorted(pipelines))
@@ -253,5 +247,5 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         )
         for pipeline in pipelines.values():
             await pipeline.stop()
-        codec_executor.shutdown(wait=True)
+        codec_workers.shutdown()
         metrics.close()

@@ -44,7 +44,8 @@ class ServiceConfig:
     engine: str = _setting(
         "auto",
         "tflite, tensorflow, or auto: TensorFlow on a GPU, else the faster of the two measured "
-        "at start",
+        "at start; model-free answers a constant mask without running any model, to measure "
+        "the front end alone (capacity tests only)",
     )
     engine_batch_sizes: tuple[int, ...] = _setting(
         (1, 2, 4, 8, 16, 32),
@@ -162,8 +163,10 @@ class ServiceConfig:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be 0..65535; was {self.metrics_port}")
-        if self.engine not in ("tflite", "tensorflow", "auto"):
-            raise ValueError(f"engine must be tflite, tensorflow or auto; was {self.engine!r}")
+        if self.engine not in ("tflite", "tensorflow", "auto", "model-free"):
+            raise ValueError(
+                f"engine must be tflite, tensorflow, auto or model-free; was {self.engine!r}"
+            )
         for name in ("engine_batch_sizes", "deeplab_batch_sizes"):
             sizes = getattr(self, name)
             if not sizes or min(sizes) < 1:

@@ -229,8 +229,37 @@ def measure_ms_per_frame(engine: Engine, batch: int = 8, runs: int = 5) -> float
     return float(np.median(times)) / batch * 1e3
 
 
+class ModelFreeEngine:
+    """No model at all: every frame's alpha is the same constant. For measuring the front end
+    alone (decode, batching, encode, gRPC, the event loop), as in `make bench`: it tells how
+    many frames one server process can feed a model on a GPU. Never for serving."""
+
+    name = "model-free"
+    device = "cpu"
+    max_batch_size = None
+    ALPHA = 0.5
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+
+    def infer(self, frames: np.ndarray) -> np.ndarray:
+        return np.full(
+            (len(frames), self.spec.input_height, self.spec.input_width), self.ALPHA, np.float32
+        )
+
+    def padded_size(self, frames: int) -> int:
+        return frames
+
+    def warm_up(self) -> None:
+        log.warning(
+            "%s runs WITHOUT a model (engine model-free): for capacity tests only", self.spec.name
+        )
+
+
 def create_engine(config: ServiceConfig, spec: ModelSpec, model_path: Path) -> Engine:
     """The engine `config.engine` asks for; `auto` is TensorFlow on a GPU, else the faster."""
+    if config.engine == "model-free":
+        return ModelFreeEngine(spec)
     if config.engine == "tflite":
         return TFLiteEngine(
             spec, model_path, config.engine_threads, copies=config.max_batches_in_flight

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +25,7 @@ from service.metrics import ModelMetrics
 from service.refine import Background, composite, guided_upscale
 from service.resize import resize
 from service.threads import name_this_thread
+from service.workers import WorkerThreads
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class ModelPipeline:
         self,
         engine: Engine,
         codec: JpegCodec,
-        codec_executor: Executor,
+        codec_workers: WorkerThreads,
         policy: BatchPolicy,
         max_batches_in_flight: int,
         metrics: ModelMetrics,
@@ -150,7 +151,7 @@ class ModelPipeline:
         self.engine = engine
         self.spec = engine.spec
         self._codec = codec
-        self._codec_executor = codec_executor
+        self._codec_workers = codec_workers
         # One engine thread per batch in flight: engines whose infer() is thread-safe run
         # that many batches side by side.
         self._engine_executor = ThreadPoolExecutor(
@@ -219,8 +220,7 @@ class ModelPipeline:
             cadence.frame_arrived(started)
         self._frames_decoding += 1
         try:
-            decoded = await loop.run_in_executor(
-                self._codec_executor,
+            decoded = await self._codec_workers.run(
                 self._codec.decode_for_model,
                 jpeg,
                 self.spec.input_width,
@@ -240,8 +240,8 @@ class ModelPipeline:
             self._batcher.remove(waiting)
             raise
         encode_started = self._clock()
-        encoded, composited = await loop.run_in_executor(
-            self._codec_executor, self._finish, output.alpha, decoded, mask, smooth
+        encoded, composited = await self._codec_workers.run(
+            self._finish, output.alpha, decoded, mask, smooth
         )
         finished = self._clock()
         timings = FrameTimings(

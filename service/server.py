@@ -29,6 +29,7 @@ from service.errors import (
     TooManyStreamsError,
     UnknownModelError,
 )
+from service.idle import IdleWatch
 from service.metrics import ModelMetrics, ServiceMetrics
 from service.pipeline import CompositeRequest, FrameTimings, MaskRequest, ModelPipeline
 from service.refine import Background
@@ -210,19 +211,27 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def _next_request(
         self, requests: AsyncIterator[pb.StreamSegmentRequest]
     ) -> pb.StreamSegmentRequest | None:
-        """The next message, None at the end; a caller silent for too long is cut off."""
+        """The first message, None at the end; a caller silent for too long is cut off."""
         idle_s = self._config.stream_idle_timeout_s
         try:
             async with asyncio.timeout(idle_s):
-                return await anext(requests)
+                return await self._read(requests)
+        except TimeoutError:
+            raise StreamIdleError(f"the stream sent nothing for {idle_s:g} s") from None
+
+    @staticmethod
+    async def _read(
+        requests: AsyncIterator[pb.StreamSegmentRequest],
+    ) -> pb.StreamSegmentRequest | None:
+        """The next message, None at the end."""
+        try:
+            return await anext(requests)
         except StopAsyncIteration:
             return None
         except DecodeError as error:
             raise StreamProtocolError(
                 f"a request could not be parsed as a StreamSegmentRequest: {error}"
             ) from None
-        except TimeoutError:
-            raise StreamIdleError(f"the stream sent nothing for {idle_s:g} s") from None
 
     async def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
         if not first.HasField("config"):
@@ -290,29 +299,26 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 background = Background(blur_radius=DEFAULT_BLUR_RADIUS)
         return CompositeRequest(background, quality)
 
-    async def _wait_for_room(self, stream: VideoStream) -> None:
-        """Holds the reader while the caller has the most unwritten answers it may have: the
-        caller is not reading, so nothing more of it is read. One that never reads again is
-        cut off like a silent one."""
-        idle_s = self._config.stream_idle_timeout_s
-        try:
-            async with asyncio.timeout(idle_s):
-                await stream.wait_for_room()
-        except TimeoutError:
-            raise StreamIdleError(
-                f"the caller read no answers for {idle_s:g} s ({stream.unwritten} waiting)"
-            ) from None
-
     async def _read_frames(
         self,
         request_iterator: AsyncIterator[pb.StreamSegmentRequest],
         stream: VideoStream,
         metrics: ModelMetrics,
     ) -> None:
+        """Reads the stream's frames into it. At its bound of unwritten answers the caller is
+        not reading, so nothing more of it is read until it does; a caller that sends nothing,
+        or reads nothing, for `stream_idle_timeout_s` is cut off."""
+        idle = IdleWatch(self._config.stream_idle_timeout_s)
+        waiting_for_the_caller_to_read = False
         try:
             while True:
-                await self._wait_for_room(stream)
-                request = await self._next_request(request_iterator)
+                if not stream.has_room:
+                    waiting_for_the_caller_to_read = True
+                    await stream.wait_for_room()
+                    waiting_for_the_caller_to_read = False
+                    idle.progress()
+                request = await self._read(request_iterator)
+                idle.progress()
                 if request is None:
                     break
                 if not request.HasField("frame"):
@@ -329,8 +335,22 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     )
                 )
             stream.end_input()
-        except Exception as error:  # protocol, idle, or the transport failing under the read
+        except asyncio.CancelledError:
+            if not idle.expired:
+                raise
+            asyncio.current_task().uncancel()
+            idle_s = idle.timeout_s
+            stream.fail(
+                StreamIdleError(
+                    f"the caller read no answers for {idle_s:g} s ({stream.unwritten} waiting)"
+                    if waiting_for_the_caller_to_read
+                    else f"the stream sent nothing for {idle_s:g} s"
+                )
+            )
+        except Exception as error:  # protocol, or the transport failing under the read
             stream.fail(error)
+        finally:
+            idle.close()
 
     @staticmethod
     def _observe(metrics: ModelMetrics, answer: FrameAnswer) -> None:

@@ -205,6 +205,11 @@ class VideoStream:
         """Frames read and not yet answered back to the caller."""
         return len(self._unwritten)
 
+    @property
+    def has_room(self) -> bool:
+        """Whether the stream may read another frame (below its bound of unwritten answers)."""
+        return self._room.is_set()
+
     async def wait_for_room(self) -> None:
         """Returns once the stream may read another frame (its unwritten answers are below
         the bound)."""

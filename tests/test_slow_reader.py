@@ -1,0 +1,178 @@
+"""A caller that stops reading its answers, beside callers that read: the server stops reading
+the slow one at its bound of unwritten answers, serves the others meanwhile, and serves the
+slow one again once it reads."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+
+from segmentation.v1 import segmentation_pb2 as pb
+from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from segmentation_client import FrameToSend, SegmentationClient
+from service.app import RunningService, running_server
+from service.streams import VideoStream
+from tests.conftest import loopback_config
+from tests.photos import video_frame_jpeg
+
+OK = pb.StreamSegmentResponse.OK
+DROPPED = pb.StreamSegmentResponse.DROPPED
+
+BOUND = 6  # max_unwritten_answers_per_stream: small, so the stall reaches it at once
+FRAME_INTERVAL_S = 1 / 30
+STALL_S = 3.0  # how long the slow caller reads nothing (the stimulus, not an assertion)
+RESUMED_FRAMES = 30  # frames the slow caller sends once it reads again
+# Answers the server handed to gRPC before the caller's transport window filled: they left the
+# stream's count, so that many more frames could be read. A few RAW masks (300 kB each) fill
+# the windows; without the bound the server reads every frame sent (about 90 in the stall).
+TRANSPORT_SLACK = 8
+
+
+@dataclass
+class Camera:
+    """Frames at 30 FPS, sent as the transport takes them: a frame the call cannot take yet
+    is late, and the camera does not catch up with a burst afterwards."""
+
+    jpegs: list[bytes]
+    sent: int = 0
+    last: int | None = None  # the camera stops after this many frames, when set
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def frames(self) -> AsyncIterator[int]:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not self.stop.is_set() and (self.last is None or self.sent < self.last):
+            yield self.sent
+            self.sent += 1
+            next_at = max(next_at + FRAME_INTERVAL_S, loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), next_at - loop.time())
+
+    def jpeg(self, frame_id: int) -> bytes:
+        return self.jpegs[frame_id % len(self.jpegs)]
+
+
+async def _normal_stream(
+    client: SegmentationClient,
+    camera: Camera,
+    name: str,
+    answers: list[pb.StreamSegmentResponse],
+) -> None:
+    """A caller that reads every answer, into `answers` as they come."""
+
+    async def frames() -> AsyncIterator[FrameToSend]:
+        async for frame_id in camera.frames():
+            yield FrameToSend(frame_id, camera.jpeg(frame_id))
+
+    async for response in client.stream(
+        frames(), stream_id=name, mask_encoding=pb.MASK_ENCODING_RAW_U8
+    ):
+        answers.append(response)
+
+
+async def _registered(service: RunningService, stream_id: str) -> VideoStream:
+    # Read-only look at the registry: the server's own record of the stalled stream.
+    for _ in range(2000):
+        if (stream := service.streams._streams.get(stream_id)) is not None:
+            return stream
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"stream {stream_id!r} never opened")
+
+
+async def test_a_caller_that_stops_reading_is_held_at_the_bound_and_served_again() -> None:
+    config = loopback_config(models=("selfie-general",), max_unwritten_answers_per_stream=BOUND)
+    jpegs = [video_frame_jpeg(640, 480, shift=n * 7) for n in range(8)]
+    async with (
+        running_server(config) as service,
+        SegmentationClient(service.target) as client,
+        grpc.aio.insecure_channel(service.target) as channel,
+    ):
+        normal_cameras = [Camera(jpegs) for _ in range(2)]
+        normal_answers: list[list[pb.StreamSegmentResponse]] = [[], []]
+        normal = [
+            asyncio.create_task(_normal_stream(client, camera, f"normal-{n}", answers))
+            for n, (camera, answers) in enumerate(zip(normal_cameras, normal_answers, strict=True))
+        ]
+
+        slow = Camera(jpegs)
+
+        async def slow_requests() -> AsyncIterator[pb.StreamSegmentRequest]:
+            yield pb.StreamSegmentRequest(
+                config=pb.StreamConfig(stream_id="slow", mask_encoding=pb.MASK_ENCODING_RAW_U8)
+            )
+            async for frame_id in slow.frames():
+                yield pb.StreamSegmentRequest(
+                    frame=pb.Frame(frame_id=frame_id, jpeg=slow.jpeg(frame_id))
+                )
+
+        # A raw call whose answers nobody reads until the stall ends.
+        call = pb_grpc.SegmentationServiceStub(channel).StreamSegment(slow_requests())
+        stream = await _registered(service, "slow")
+
+        # Sample the server's side of the slow stream often while it stalls.
+        unwritten_seen: list[int] = []
+        stalled = asyncio.Event()
+
+        async def sample() -> None:
+            while not stalled.is_set():
+                unwritten_seen.append(stream.unwritten)
+                await asyncio.sleep(0.002)
+
+        sampler = asyncio.create_task(sample())
+        normal_at_stall_start = [len(answers) for answers in normal_answers]
+        await asyncio.sleep(STALL_S)
+        normal_in_stall = [
+            answers[start:]
+            for answers, start in zip(normal_answers, normal_at_stall_start, strict=True)
+        ]
+        read_at_stall_end = stream._arrivals  # frames of the slow stream read off the call
+        unwritten_at_stall_end = stream.unwritten
+        camera_frames = round(STALL_S / FRAME_INTERVAL_S)
+        stalled.set()
+        await sampler
+
+        # The caller reads again, and sends a second of new frames.
+        sent_at_resume = slow.sent
+
+        async def read_all() -> list[pb.StreamSegmentResponse]:
+            return [response async for response in call]
+
+        slow.last = sent_at_resume + RESUMED_FRAMES
+        slow_answers = await read_all()
+        slow_code = await call.code()
+
+        for camera in normal_cameras:
+            camera.stop.set()
+        await asyncio.gather(*normal)
+
+    # The bound held at every sample, and the stall did reach it.
+    assert max(unwritten_seen) <= BOUND, f"unwritten answers seen: {max(unwritten_seen)}"
+    assert unwritten_at_stall_end == BOUND, "the stall filled the slow stream to its bound"
+    # The server stopped reading the slow caller: its frames read stayed near the bound while
+    # its camera made far more (without the bound the server reads every one of them).
+    assert read_at_stall_end <= BOUND + TRANSPORT_SLACK, (
+        f"{read_at_stall_end} frames of the slow stream read while it read nothing "
+        f"({slow.sent} sent, {camera_frames} made by its camera)"
+    )
+    assert read_at_stall_end < camera_frames // 3
+
+    # Once it reads, it is served again: one answer per frame sent, in order, new frames OK.
+    assert slow_code == grpc.StatusCode.OK
+    assert [r.frame_id for r in slow_answers] == list(range(slow.sent))
+    assert {r.status for r in slow_answers} <= {OK, DROPPED}
+    new_ok = [r for r in slow_answers[sent_at_resume:] if r.status == OK]
+    assert len(new_ok) >= RESUMED_FRAMES // 3, f"{len(new_ok)} of the new frames were OK"
+    assert slow_answers[-1].status == OK, "the newest frame is served"
+    assert all(r.mask.width == 640 and len(r.mask.data) == 640 * 480 for r in new_ok)
+
+    # The normal streams were served all along, the stall included.
+    for n, answers in enumerate(normal_answers):
+        assert [r.frame_id for r in answers] == list(range(normal_cameras[n].sent))
+        assert {r.status for r in answers} <= {OK, DROPPED}
+        ok_in_stall = sum(r.status == OK for r in normal_in_stall[n])
+        assert ok_in_stall >= camera_frames // 3, f"normal-{n}: {ok_in_stall} OK in the stall"
+    assert client.stream_stats.reconnects == 0
