@@ -1,42 +1,38 @@
-"""`make bench`: the engine alone against the whole service, in one run on this machine.
+"""`make bench`: what a frame costs, and what the service spends on it, in one run.
 
-1. Engine alone: frames decoded on the codec threads and run through the engine in batches
-   of `--streams` frames, decode of the next batch overlapping inference of this one: the
-   ceiling of this machine for this model.
-2. The whole service: a `segmentation-server` process, and `--streams` streams that each send
-   their next frame as soon as an answer frees a slot (closed loop), masks at frame size.
+1. The floor: each step a frame needs (decode, resize, inference, mask upscale, encode),
+   measured alone on one core in its cheapest configuration (`loadtest/bench_floor.py`).
+2. The service under open-loop load (`loadtest/bench_service.py`): a server process, the
+   generator in a process of its own, the server's own CPU time per OK frame by thread group
+   (event loop, codec, engine, other), latency and drops; its ratio to the floor; one call
+   alone; the front end alone (engine `model-free`), which tells how many frames one server
+   process can feed a GPU.
+3. Calls carried at 30 FPS under the objective, with dynamic batching and with batches of one.
+4. The engines at each batch size, mask quality, and DeepLab one at a time against batched.
 
-Prints frames per second of both and their ratio (service / engine): the serving overhead.
+`--baseline CHECKOUT` measures another checkout's server the same way, side by side.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 from loadtest.bench_deeplab import bench_deeplab
+from loadtest.bench_floor import format_floor
 from loadtest.bench_quality import bench_quality
-from loadtest.frames import video_sequence
+from loadtest.bench_service import LoadFigures, calls_carried, measure_load
 from models.fetch import ensure_model_files
 from models.registry import model_spec
-from segmentation.v1 import segmentation_pb2 as pb
-from segmentation_client import FrameToSend, SegmentationClient
-from service.codec import JpegCodec
 from service.config import ServiceConfig
 from service.engine import (
     TensorFlowEngine,
     TFLiteEngine,
     configure_tensorflow,
-    create_engine,
     measure_ms_per_frame,
 )
 
@@ -65,116 +61,92 @@ def bench_engine_batches(config: ServiceConfig) -> None:
         )  # fmt: skip
 
 
-def bench_engine(config: ServiceConfig, jpegs: list[bytes], batch: int, seconds: float) -> float:
-    spec = model_spec(config.default_model)
-    path = ensure_model_files([spec], Path(config.model_dir), config.fetch_models)[spec.name]
-    engine = create_engine(config, spec, path)
-    engine.warm_up()
-    codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
-    with ThreadPoolExecutor(config.decode_workers) as pool:
-
-        def decode(start: int) -> np.ndarray:
-            chunk = [jpegs[(start + i) % len(jpegs)] for i in range(batch)]
-            decoded = pool.map(
-                lambda j: codec.decode_for_model(j, spec.input_width, spec.input_height), chunk
-            )
-            return np.stack([d.pixels for d in decoded])
-
-        frames = 0
-        next_batch = pool.submit(decode, 0)
-        started = time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            pixels = next_batch.result()
-            next_batch = pool.submit(decode, frames + batch)
-            engine.infer(pixels)
-            frames += batch
-        return frames / (time.perf_counter() - started)
+def _floor(resolutions: list[str]) -> dict[str, dict[str, float]]:
+    """The floor of each resolution, measured in a process pinned to one core."""
+    output = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench_floor", "--resolutions", ",".join(resolutions)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
 
 
-async def bench_service(
-    target: str, jpegs: list[bytes], streams: int, window: int, seconds: float
-) -> tuple[float, float, float]:
-    """Frames per second, mean batch size and the share of frames dropped."""
-    stop_at = time.monotonic() + seconds
-    counts = {"ok": 0, "other": 0}
-    batch_sizes: list[int] = []
-
-    async def one_stream(client: SegmentationClient, index: int) -> None:
-        room = asyncio.Semaphore(window)
-
-        async def frames():
-            frame_id = 0
-            while time.monotonic() < stop_at:
-                await room.acquire()
-                yield FrameToSend(frame_id, jpegs[(frame_id + index) % len(jpegs)])
-                frame_id += 1
-
-        async for response in client.stream(frames(), mask_encoding=pb.MASK_ENCODING_RAW_U8):
-            room.release()
-            if response.status == pb.StreamSegmentResponse.OK:
-                counts["ok"] += 1
-                batch_sizes.append(response.batch_size)
-            else:
-                counts["other"] += 1
-
-    async with SegmentationClient(target) as client:
-        await client.wait_until_serving()
-        started = time.monotonic()
-        await asyncio.gather(*(one_stream(client, n) for n in range(streams)))
-        elapsed = time.monotonic() - started
-    total = counts["ok"] + counts["other"]
-    return counts["ok"] / elapsed, float(np.mean(batch_sizes)), counts["other"] / max(total, 1)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _print_side_by_side(label: str, figures: LoadFigures, baseline: LoadFigures | None) -> None:
+    print(f"  {label}")
+    print(f"    now:      {figures.line()}")
+    if baseline is not None:
+        print(f"    baseline: {baseline.line()}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
-    parser.add_argument("--streams", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=8.0, help="length of each measurement")
-    parser.add_argument("--width", type=int, default=640)
-    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--streams", type=int, default=10, help="calls of the main measurement")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each measurement")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of this repository (say, of an older commit, with its stubs "
+        "generated): its server is measured the same way, side by side",
+    )
+    parser.add_argument(
+        "--skip-engines", action="store_true", help="leave out the engine, quality and DeepLab"
+    )
     args = parser.parse_args()
-
     config = ServiceConfig.from_args([])
-    jpegs = video_sequence(args.width, args.height, frames=24)
-    mean_kb = np.mean([len(jpeg) for jpeg in jpegs]) / 1e3
+    flags = ["--engine", "tflite"]  # what `auto` picks on a CPU, without measuring at each start
+    print(f"{os.cpu_count()} CPUs; server flags {flags}, otherwise its defaults; JPEG masks")
+
+    floors = _floor(["640x480", "1280x720"])
+    print("\nThe floor: each step alone on one core, cheapest configuration (median CPU-ms):")
+    for resolution, floor in floors.items():
+        print("  " + format_floor(*map(int, resolution.split("x")), floor))
+
+    print("\nThe service, open-loop load at 30 FPS per call, generator in its own process:")
+    loaded = measure_load(args.streams, flags, args.seconds)
+    baseline = (
+        measure_load(args.streams, flags, args.seconds, checkout=args.baseline)
+        if (args.baseline)
+        else None
+    )
+    _print_side_by_side(f"{args.streams} calls of 640x480", loaded, baseline)
+    floor = floors["640x480"]["total"]
     print(
-        f"{args.width}x{args.height} JPEG frames (~{mean_kb:.0f} kB), model "
-        f"{config.default_model}, engine {config.engine}, {os.cpu_count()} CPUs"
+        f"    server CPU per OK frame / floor = {loaded.cpu_ms_per_ok['total'] / floor:.2f}"
+        + (f" (baseline {baseline.cpu_ms_per_ok['total'] / floor:.2f})" if baseline else "")
+    )
+    lone = measure_load(1, flags, args.seconds)
+    lone_baseline = (
+        measure_load(1, flags, args.seconds, checkout=args.baseline) if (args.baseline) else None
+    )
+    _print_side_by_side("one call alone", lone, lone_baseline)
+
+    front_end = measure_load(args.streams * 2, ["--engine", "model-free"], args.seconds)
+    loop_ms = front_end.cpu_ms_per_ok["event_loop"]
+    print(
+        f"  the front end alone (engine model-free: no model, a constant mask):\n"
+        f"    {front_end.line()}\n"
+        f"    one server process feeds a model at most {1e3 / loop_ms:.0f} frames/s (its event "
+        f"loop, {loop_ms:.2f} ms a frame, does not spread over cores); the rest "
+        f"({front_end.cpu_ms_per_ok['total'] - loop_ms:.2f} CPU-ms a frame) spreads over the "
+        f"codec threads"
     )
 
-    bench_engine_batches(config)
-    bench_quality(config)
-    bench_deeplab()
-    print()
-    engine_fps = bench_engine(config, jpegs, args.streams, args.seconds)
-    print(
-        f"engine alone (decode + inference, batches of {args.streams}): {engine_fps:7.1f} frames/s"
-    )
+    print("\nCalls carried at 30 FPS (p99 <= 100 ms, <= 1% dropped, no errors):")
+    for label, step_flags, resolution, checkout in (
+        ("640x480, dynamic batching", flags, "640x480", None),
+        ("640x480, batches of one", [*flags, "--max-batch-size", "1"], "640x480", None),
+        ("1280x720, dynamic batching", flags, "1280x720", None),
+        *([("640x480, baseline", flags, "640x480", args.baseline)] if args.baseline else []),
+    ):
+        print(f"  {label}:")
+        carried, _steps = calls_carried(step_flags, resolution, checkout=checkout)
+        print(f"  {label}: {carried} calls")
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "segmentation-server", "--address", f"127.0.0.1:{port}",
-         "--metrics-port", "0", "--models", config.default_model, "--log-level", "WARNING"],
-    )  # fmt: skip
-    try:
-        for window in (1, 2):
-            fps, mean_batch, dropped = asyncio.run(
-                bench_service(f"127.0.0.1:{port}", jpegs, args.streams, window, args.seconds)
-            )
-            print(
-                f"service, {args.streams} streams, {window} frame(s) unanswered each: "
-                f"{fps:7.1f} frames/s, mean batch {mean_batch:.1f}, dropped {dropped:.1%}, "
-                f"service/engine = {fps / engine_fps:.2f}"
-            )
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    if not args.skip_engines:
+        bench_engine_batches(config)
+        bench_quality(config)
+        bench_deeplab()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@ Frames from every stream of one model wait here in arrival order. A batch closes
 `max_queue_delay_s`, or as soon as no other frame can join it in time: none is being decoded
 and no open stream is expected to send one before the delay runs out (the `Outlook`, plain
 data from the pipeline). So a lightly loaded server adds no queueing delay, and a loaded one
-still waits for the frames that are on their way. Whoever runs batches asks `take_batch()`
-whenever it has room for one more and sleeps for `seconds_until_due()` otherwise; it never
-looks at the queue itself. While the engine is busy nothing is taken, so frames pile up into
-a fuller batch for when it frees.
+still waits for the frames that are on their way. When the engine can run several batches at
+once and some of it is idle, what waits is spread over the idle part instead (a CPU engine with
+a model copy per core runs two single frames side by side sooner than a batch of two).
+Whoever runs batches asks `take_batch()` whenever it has room for one more and sleeps for
+`seconds_until_due()` otherwise; it never looks at the queue itself. While the engine is busy
+nothing is taken, so frames pile up into a fuller batch for when it frees.
 
 Time comes from an injected clock so that the policy can be tested without sleeping.
 """
@@ -46,13 +48,16 @@ class Outlook:
     frames_decoding: int  # admitted and being decoded: they join within a few milliseconds
     next_frames_due_at: tuple[float, ...]  # when each open stream's next frame is expected
     streams_starting: int = 0  # open streams whose frame rate is not known yet: any moment
+    idle_engines: int = 1  # batches the engine could start at once right now
 
 
 @dataclass(frozen=True)
 class Batch(Generic[Item]):
     items: tuple[Item, ...]
     waited_s: tuple[float, ...]  # how long each item waited in the queue, same order
-    closed_because: str  # "full", "delay", or "nothing_coming" (no frame could join in time)
+    # "full", "delay", "nothing_coming" (no frame could join in time) or "engines_idle" (each
+    # frame could have an engine of its own)
+    closed_because: str
 
     def __len__(self) -> int:
         return len(self.items)
@@ -107,9 +112,16 @@ class Batcher(Generic[Item]):
         deadline = self._waiting[0].enqueued_at + self.policy.max_queue_delay_s
         if now >= deadline:
             return 0.0, "delay"
-        if outlook is None or outlook.frames_decoding or outlook.streams_starting:
+        if outlook is None:
             return deadline - now, "delay"
         coming = [due_at for due_at in outlook.next_frames_due_at if now < due_at < deadline]
+        on_their_way = outlook.frames_decoding + outlook.streams_starting + len(coming)
+        if outlook.idle_engines > 1 and outlook.idle_engines >= len(self._waiting) + on_their_way:
+            # Every frame here or on its way can have a batch of its own, run side by side:
+            # waiting for company would only add latency.
+            return 0.0, "engines_idle"
+        if outlook.frames_decoding or outlook.streams_starting:
+            return deadline - now, "delay"
         if not coming:
             return 0.0, "nothing_coming"
         return min(coming) - now, "delay"
@@ -121,6 +133,10 @@ class Batcher(Generic[Item]):
             return None
         now = self._clock()
         size = min(len(self._waiting), self.policy.max_batch_size)
+        if outlook is not None and outlook.idle_engines > 1:
+            # Spread what waits over the idle engines: side by side, smaller batches finish
+            # sooner than one large one.
+            size = -(-size // outlook.idle_engines)
         taken = [self._waiting.popleft() for _ in range(size)]
         return Batch(
             items=tuple(w.item for w in taken),

@@ -73,7 +73,8 @@ class TFLiteEngine:
         self, spec: ModelSpec, model_path: Path, num_threads: int, copies: int = 1
     ) -> None:
         self.spec = spec
-        self._free: queue.SimpleQueue[_Interpreters] = queue.SimpleQueue()
+        # The copy used last goes out first: its memory is still in the caches.
+        self._free: queue.LifoQueue[_Interpreters] = queue.LifoQueue()
         for _ in range(copies):
             self._free.put(self._interpreters(model_path, num_threads))
 

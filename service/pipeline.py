@@ -204,7 +204,12 @@ class ModelPipeline:
     def _outlook(self) -> Outlook:
         due = [cadence.next_frame_due_at for cadence in self._cadences]
         known = tuple(at for at in due if at is not None)
-        return Outlook(self._frames_decoding, known, streams_starting=len(due) - len(known))
+        return Outlook(
+            self._frames_decoding,
+            known,
+            streams_starting=len(due) - len(known),
+            idle_engines=self._max_batches_in_flight - self._batches_in_flight,
+        )
 
     async def segment(
         self,

@@ -165,3 +165,28 @@ def test_a_stream_cadence_follows_its_frame_gaps_and_ignores_pauses() -> None:
     assert cadence.next_frame_due_at == pytest.approx(15.033)
     cadence.frame_arrived(15.053)  # a late frame moves the estimate a little, not all the way
     assert 15.053 + 0.033 < cadence.next_frame_due_at < 15.053 + 0.053
+
+
+def test_with_an_idle_engine_for_every_frame_nothing_waits_for_company() -> None:
+    batcher, clock = make_batcher(max_batch_size=8, max_queue_delay_s=0.010)
+    batcher.add("a")
+    # Two batches could start at once, and only one more frame is due: each gets its own.
+    two_idle = Outlook(0, next_frames_due_at=(clock.now + 0.002,), idle_engines=2)
+    batch = batcher.take_batch(two_idle)
+    assert batch is not None and batch.items == ("a",)
+    assert batch.closed_because == "engines_idle"
+    # With one idle engine the same frame waits for the one due in 2 ms.
+    batcher.add("b")
+    one_idle = Outlook(0, next_frames_due_at=(clock.now + 0.002,), idle_engines=1)
+    assert batcher.take_batch(one_idle) is None
+    assert batcher.seconds_until_due(one_idle) == pytest.approx(0.002)
+
+
+def test_frames_waiting_are_spread_over_the_idle_engines() -> None:
+    batcher, _ = make_batcher(max_batch_size=8, max_queue_delay_s=0.0)
+    for name in "abcde":
+        batcher.add(name)
+    first = batcher.take_batch(Outlook(0, (), idle_engines=2))
+    second = batcher.take_batch(Outlook(0, (), idle_engines=1))
+    assert first is not None and first.items == ("a", "b", "c")
+    assert second is not None and second.items == ("d", "e")

@@ -73,8 +73,19 @@ class RetryPolicy:
         return random.uniform(0.0, ceiling)
 
 
+# grpcio's asyncio client reports a call that the server ended while the client was writing
+# as this INTERNAL instead of the server's status (grpc/grpc issue 36066): it is no verdict of
+# the server's, so it is retried like the status it hides (the server's own INTERNAL errors
+# carry a message of their own and are not retried).
+_ENDED_WHILE_WRITING = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+
+
+def is_ended_while_writing(error: grpc.aio.AioRpcError) -> bool:
+    return (error.code(), error.details()) == _ENDED_WHILE_WRITING
+
+
 def should_retry(error: grpc.aio.AioRpcError) -> bool:
-    return error.code() in RETRYABLE_CODES
+    return error.code() in RETRYABLE_CODES or is_ended_while_writing(error)
 
 
 @dataclass
@@ -130,6 +141,7 @@ class ResumableStream:
         pump = asyncio.create_task(self._pump())
         attempt = 0
         lost_since: float | None = None  # no answer from any replica since then
+        cause: str | None = None  # why the last call was lost, as the server said it
         try:
             while True:
                 call = self._open_call()
@@ -146,7 +158,8 @@ class ResumableStream:
                 except grpc.aio.AioRpcError as error:
                     if not should_retry(error):
                         raise SegmentationError(error.code(), error.details() or "") from None
-                    cause = f"{error.code().name}: {error.details()}"
+                    if cause is None or not is_ended_while_writing(error):
+                        cause = f"{error.code().name}: {error.details()}"
                 except _AnswerTimeout:
                     cause = f"no answer for {self._policy.answer_timeout_s:g} s"
                 finally:

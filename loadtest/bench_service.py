@@ -1,0 +1,132 @@
+"""The whole service under open-loop load, measured as its users would: a `segmentation-server`
+process, the load generator (`segmentation-loadtest run`) in a process of its own, and the
+server's own CPU time per answered frame (from /proc, by thread group), so that the generator
+sharing the machine does not count against the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.local_server import ServerProcess
+from loadtest.process_cpu import GROUPS, CpuSample, sample
+from loadtest.server_metrics import scrape
+
+
+@dataclass(frozen=True)
+class LoadFigures:
+    streams: int
+    resolution: str
+    ok_frames: int  # answered OK by the server during the run (its own counter)
+    ok_per_second: float
+    cpu_ms_per_ok: dict[str, float]  # by thread group, and "total"
+    p50_ms: float
+    p99_ms: float
+    drop_ratio: float
+    error_ratio: float
+    mean_batch_size: float
+
+    def line(self) -> str:
+        groups = ", ".join(f"{group} {self.cpu_ms_per_ok[group]:.2f}" for group in GROUPS)
+        return (
+            f"{self.streams:>3} calls {self.resolution}: p50 {self.p50_ms:6.1f} ms, p99 "
+            f"{self.p99_ms:6.1f} ms, dropped {self.drop_ratio:5.1%}, {self.ok_per_second:6.1f} "
+            f"OK frames/s, mean batch {self.mean_batch_size:.1f}; server "
+            f"{self.cpu_ms_per_ok['total']:.2f} CPU-ms per OK frame ({groups})"
+        )
+
+
+def _ok_frames(metrics_url: str) -> float:
+    return sum(
+        value
+        for (name, labels), value in scrape(metrics_url).items()
+        if name == "segmentation_frames_total" and ("outcome", "ok") in labels
+    )
+
+
+def _server_env(checkout: Path | None) -> dict[str, str] | None:
+    """Runs the server from another checkout of this repository (a baseline to compare)."""
+    if checkout is None:
+        return None
+    paths = [str(checkout), str(checkout / "clients" / "python")]
+    return {"PYTHONPATH": os.pathsep.join(paths)}
+
+
+def measure_load(
+    streams: int,
+    server_flags: list[str],
+    seconds: float = 10.0,
+    resolution: str = "640x480",
+    mask_encoding: str = "jpeg",
+    checkout: Path | None = None,
+) -> LoadFigures:
+    """`streams` calls at 30 FPS against a fresh server with `server_flags`."""
+    flags = ["--log-level", "WARNING", *server_flags]
+    with (
+        ServerProcess(*flags, env=_server_env(checkout)) as server,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        report = Path(tmp) / "run.json"
+        ok_before, cpu_before = _ok_frames(metrics_url), sample(server.process.pid)
+        subprocess.run(
+            [
+                str(Path(sys.executable).parent / "segmentation-loadtest"), "run",
+                "--target", server.target, "--streams", str(streams), "--fps", "30",
+                "--seconds", str(seconds), "--ramp-up-s", "1", "--warm-up-s", "2",
+                "--resolution", resolution, "--mask-encoding", mask_encoding,
+                "--json", str(report),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        cpu: CpuSample = sample(server.process.pid) - cpu_before
+        ok = _ok_frames(metrics_url) - ok_before
+        overall = json.loads(report.read_text())["overall"]
+    per_ok = {group: seconds_ * 1e3 / max(ok, 1) for group, seconds_ in cpu.seconds.items()}
+    per_ok["total"] = cpu.total_s * 1e3 / max(ok, 1)
+    return LoadFigures(
+        streams=streams,
+        resolution=resolution,
+        ok_frames=int(ok),
+        ok_per_second=overall["fps_per_stream"] * streams,
+        cpu_ms_per_ok=per_ok,
+        p50_ms=overall["latency_ms"]["p50"],
+        p99_ms=overall["latency_ms"]["p99"],
+        drop_ratio=overall["drop_ratio"],
+        error_ratio=overall["error_ratio"],
+        mean_batch_size=overall["mean_batch_size"],
+    )
+
+
+def holds(figures: LoadFigures, p99_ms: float = 100.0, max_drop: float = 0.01) -> bool:
+    """The capacity objective: p99 within `p99_ms`, at most `max_drop` dropped, no errors."""
+    return figures.p99_ms <= p99_ms and figures.drop_ratio <= max_drop and not figures.error_ratio
+
+
+def calls_carried(
+    server_flags: list[str],
+    resolution: str = "640x480",
+    start: int = 2,
+    seconds: float = 6.0,
+    checkout: Path | None = None,
+    report: bool = True,
+) -> tuple[int, list[LoadFigures]]:
+    """The most calls at 30 FPS that hold the objective, trying one more call at a time."""
+    carried, steps = 0, []
+    streams = start
+    while True:
+        figures = measure_load(streams, server_flags, seconds, resolution, checkout=checkout)
+        steps.append(figures)
+        if report:
+            print(f"    {figures.line()}  {'holds' if holds(figures) else 'FAILS'}", flush=True)
+        if not holds(figures):
+            return carried, steps
+        carried = streams
+        streams += 1
