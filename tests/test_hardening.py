@@ -114,16 +114,16 @@ async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None
             await stalled.wait()
 
         stream = asyncio.create_task(burst_answers(client.stream(one_frame())))
-        await wait_until(lambda: pipeline.frames_waiting == 1)
+        await wait_until(lambda: pipeline.batches.frames_waiting == 1)
         call = asyncio.create_task(client.segment(astronaut_jpeg(), timeout_s=1.0))
-        await wait_until(lambda: pipeline.frames_waiting == 2 or call.done())
-        assert pipeline.frames_waiting == 2, "the frame waits in the batcher"
+        await wait_until(lambda: pipeline.batches.frames_waiting == 2 or call.done())
+        assert pipeline.batches.frames_waiting == 2, "the frame waits in the batcher"
         with pytest.raises(SegmentationError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         # The handler's cancellation runs just after the status.
-        await wait_until(lambda: pipeline.frames_waiting == 1)
-        assert pipeline.frames_waiting == 1, "only the stream's frame is left"
+        await wait_until(lambda: pipeline.batches.frames_waiting == 1)
+        assert pipeline.batches.frames_waiting == 1, "only the stream's frame is left"
         stalled.set()
         stream.cancel()
 
