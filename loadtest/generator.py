@@ -8,7 +8,6 @@ hide its own slowness (no coordinated omission). Streams start staggered over th
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -134,15 +133,17 @@ async def _one_stream(
 
 
 def terminal_progress(label: str) -> Callable[[float], None]:
-    """A progress bar on the terminal (nothing when the output is not one)."""
+    """A progress bar on the terminal, with the time left (nothing when stderr is not one)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=label, unit="%", disable=None, bar_format=_BAR_FORMAT)
 
     def show(fraction: float) -> None:
-        if not sys.stderr.isatty():
-            return
-        filled = int(fraction * 30)
-        sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}")
+        bar.update(round(fraction * 100) - bar.n)
         if fraction >= 1.0:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
 
     return show
+
+
+_BAR_FORMAT = "{desc} {bar} {percentage:3.0f}% [{elapsed}<{remaining}]"

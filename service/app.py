@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,15 +26,16 @@ from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.auth import BearerTokenInterceptor
-from service.batcher import BatchPolicy
 from service.codec import JpegCodec
 from service.config import ServiceConfig
 from service.deeplab_engine import DeepLabEngine
 from service.engine import configure_tensorflow, create_engine
+from service.frame_budget import FrameBudget
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.pipeline import ModelPipeline
+from service.registry import StreamRegistry
 from service.server import SegmentationServicer
-from service.streams import FrameBudget, StreamRegistry
+from service.streams import VideoStream
 from service.workers import WorkerThreads
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,13 @@ _STATUS_LINGER_S = 0.2
 class RunningService:
     target: str  # where a client on this machine connects, HOST:PORT
     port: int
-    metrics_port: int  # 0 when metrics are off
+    metrics_port: int  # where /metrics is served; 0 when metrics are off
     config: ServiceConfig
     pipelines: dict[str, ModelPipeline]
     streams: StreamRegistry
     metrics: ServiceMetrics
     health: health.aio.HealthServicer
-    frame_budget: FrameBudget
+    frame_budget: FrameBudget[VideoStream]  # room for frames in flight, across all streams
     drain: Callable[[], None]  # what shutdown does first: refuse new calls, end open streams
 
 
@@ -90,24 +92,18 @@ async def _load_pipelines(
     for engine in engines:
         spec = engine.spec
         # An engine with a largest batch gets no more, so each batch is one run of its model.
-        max_batch_size = min(config.max_batch_size, engine.max_batch_size or config.max_batch_size)
-        policy = BatchPolicy(max_batch_size, config.max_queue_delay_s)
-        pipeline = ModelPipeline(
-            engine,
-            codec,
-            codec_workers,
-            policy,
-            config.max_batches_in_flight,
-            metrics.for_model(spec.name),
-        )
+        policy = config.batch_policy
+        if engine.max_batch_size is not None and engine.max_batch_size < policy.max_batch_size:
+            policy = dataclasses.replace(policy, max_batch_size=engine.max_batch_size)
+        pipeline = ModelPipeline(engine, codec, codec_workers, policy, metrics.for_model(spec.name))
         pipelines[spec.name] = pipeline
         await pipeline.start()
         metrics.add_model(
             spec.name,
             engine.name,
             engine.device,
-            frames_waiting=lambda p=pipeline: p.frames_waiting,
-            batches_in_flight=lambda p=pipeline: p.batches_in_flight,
+            frames_waiting=lambda p=pipeline: p.batches.frames_waiting,
+            batches_in_flight=lambda p=pipeline: p.batches.batches_in_flight,
         )
         log.info("model %s ready on %s (%s)", spec.name, engine.name, engine.device)
 
@@ -193,12 +189,13 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
     """Starts the whole service, ready and warm, and always takes it down again."""
     metrics = ServiceMetrics(config.max_stream_series)
     streams = StreamRegistry(config.max_streams)
+    frame_budget: FrameBudget[VideoStream] = FrameBudget(config.max_frames_in_flight)
     metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
     codec_workers = WorkerThreads(config.decode_workers, "codec")
     pipelines: dict[str, ModelPipeline] = {}
     health_servicer = health.aio.HealthServicer()
-    servicer = SegmentationServicer(config, streams, metrics, codec)
+    servicer = SegmentationServicer(config, streams, frame_budget, metrics, codec)
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(config))
     pb_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
@@ -215,7 +212,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         await server.start()
         started = True
         _log_transport(config)
-        metrics_port = metrics.serve(config.metrics_port) if config.metrics_port else 0
+        metrics_port = metrics.serve(config.metrics_port) if config.metrics_port >= 0 else 0
         if metrics_port:
             log.info("metrics on :%d/metrics", metrics_port)
         await _load_pipelines(config, codec, codec_workers, metrics, pipelines)
@@ -231,7 +228,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
             streams=streams,
             metrics=metrics,
             health=health_servicer,
-            frame_budget=servicer.frame_budget,
+            frame_budget=frame_budget,
             drain=servicer.drain,
         )
     finally:

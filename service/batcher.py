@@ -2,7 +2,7 @@
 
 Frames from every stream of one model wait here in arrival order. A batch closes when
 `max_batch_size` frames are waiting, when the oldest waiting frame has waited
-`max_queue_delay_s`, or as soon as no other frame can join it in time: none is being decoded
+`max_queue_delay_ms`, or as soon as no other frame can join it in time: none is being decoded
 and no open stream is expected to send one before the delay runs out (the `Outlook`, plain
 data from the pipeline). So a lightly loaded server adds no queueing delay, and a loaded one
 still waits for the frames that are on their way. When the engine can run several batches at
@@ -29,15 +29,20 @@ Clock = Callable[[], float]
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    max_batch_size: int = 16  # frames in one batch
-    max_queue_delay_s: float = 0.004  # longest the oldest frame waits for others to join it
+    """Every batching option, with its default and its check: `ServiceConfig` takes its
+    defaults from here and builds one with `batch_policy`."""
+
+    max_batch_size: int = 16  # frames in one batch at most
+    max_queue_delay_ms: float = 4.0  # longest the oldest frame waits for others to join it
+    max_batches_in_flight: int = 2  # batches run at once, each on its own engine thread
 
     def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be positive; was {self.max_batch_size}")
-        if self.max_queue_delay_s < 0:
+        for name in ("max_batch_size", "max_batches_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive; was {getattr(self, name)}")
+        if self.max_queue_delay_ms < 0:
             raise ValueError(
-                f"max_queue_delay_s must not be negative; was {self.max_queue_delay_s}"
+                f"max_queue_delay_ms must not be negative; was {self.max_queue_delay_ms}"
             )
 
 
@@ -55,16 +60,13 @@ class Outlook:
 class Batch(Generic[Item]):
     items: tuple[Item, ...]
     waited_s: tuple[float, ...]  # how long each item waited in the queue, same order
-    # "full", "delay", "nothing_coming" (no frame could join in time) or "engines_idle" (each
-    # frame could have an engine of its own)
-    closed_because: str
 
     def __len__(self) -> int:
         return len(self.items)
 
 
 @dataclass
-class _Waiting(Generic[Item]):
+class _Enqueued(Generic[Item]):
     item: Item
     enqueued_at: float
 
@@ -78,14 +80,15 @@ class Batcher(Generic[Item]):
 
     def __init__(self, policy: BatchPolicy, clock: Clock = time.monotonic) -> None:
         self.policy = policy
+        self._max_queue_delay_s = policy.max_queue_delay_ms / 1e3
         self._clock = clock
-        self._waiting: deque[_Waiting[Item]] = deque()
+        self._waiting: deque[_Enqueued[Item]] = deque()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def add(self, item: Item) -> None:
-        self._waiting.append(_Waiting(item, self._clock()))
+        self._waiting.append(_Enqueued(item, self._clock()))
 
     def remove(self, item: Item) -> bool:
         """Takes back an item that no longer needs running (its caller went away)."""
@@ -101,34 +104,31 @@ class Batcher(Generic[Item]):
         Without an outlook nothing is known of the frames to come, and the oldest frame
         waits the whole delay. With one, the wait ends at the first moment a frame may join
         (to look again then), and at once when none can."""
-        return self._due(outlook)[0]
-
-    def _due(self, outlook: Outlook | None) -> tuple[float | None, str]:
         if not self._waiting:
-            return None, ""
+            return None
         if len(self._waiting) >= self.policy.max_batch_size:
-            return 0.0, "full"
+            return 0.0  # full
         now = self._clock()
-        deadline = self._waiting[0].enqueued_at + self.policy.max_queue_delay_s
+        deadline = self._waiting[0].enqueued_at + self._max_queue_delay_s
         if now >= deadline:
-            return 0.0, "delay"
+            return 0.0
         if outlook is None:
-            return deadline - now, "delay"
+            return deadline - now
         coming = [due_at for due_at in outlook.next_frames_due_at if now < due_at < deadline]
         on_their_way = outlook.frames_decoding + outlook.streams_starting + len(coming)
         if outlook.idle_engines > 1 and outlook.idle_engines >= len(self._waiting) + on_their_way:
             # Every frame here or on its way can have a batch of its own, run side by side:
             # waiting for company would only add latency.
-            return 0.0, "engines_idle"
+            return 0.0
         if outlook.frames_decoding or outlook.streams_starting:
-            return deadline - now, "delay"
+            return deadline - now
         if not coming:
-            return 0.0, "nothing_coming"
-        return min(coming) - now, "delay"
+            return 0.0  # no frame can join in time
+        return min(coming) - now
 
     def take_batch(self, outlook: Outlook | None = None) -> Batch[Item] | None:
         """Closes and returns the next batch if one is due now, else None."""
-        due, closed_because = self._due(outlook)
+        due = self.seconds_until_due(outlook)
         if due is None or due > 0:
             return None
         now = self._clock()
@@ -141,5 +141,10 @@ class Batcher(Generic[Item]):
         return Batch(
             items=tuple(w.item for w in taken),
             waited_s=tuple(now - w.enqueued_at for w in taken),
-            closed_because=closed_because,
         )
+
+    def take_all(self) -> list[Item]:
+        """Takes every waiting item out, to answer them when no batch can run any more."""
+        items = [enqueued.item for enqueued in self._waiting]
+        self._waiting.clear()
+        return items

@@ -10,12 +10,14 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 from models.fetch import default_model_dir
 from models.registry import MODELS
+from service.batcher import BatchPolicy
 
 ENV_PREFIX = "SEGMENTATION_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def _default_model_dir() -> str:
@@ -31,7 +33,9 @@ def _setting(default: Any, help: str, **kwargs: Any) -> Any:
 @dataclass(frozen=True)
 class ServiceConfig:
     address: str = _setting("0.0.0.0:50051", "gRPC listen address, HOST:PORT")
-    metrics_port: int = _setting(9090, "Prometheus metrics port on all interfaces; 0 turns it off")
+    metrics_port: int = _setting(
+        9090, "Prometheus metrics port on all interfaces; 0 picks a free one; -1 turns it off"
+    )
     models: tuple[str, ...] = _setting(
         ("selfie-general", "selfie-landscape"), "models to load, comma-separated"
     )
@@ -76,12 +80,14 @@ class ServiceConfig:
     decode_workers: int = _setting(
         lambda: os.cpu_count() or 1, "threads that decode JPEG frames and encode masks"
     )
-    max_batch_size: int = _setting(16, "frames in one batch at most")
+    # The batching options: defaults and checks are BatchPolicy's.
+    max_batch_size: int = _setting(BatchPolicy.max_batch_size, "frames in one batch at most")
     max_queue_delay_ms: float = _setting(
-        4.0, "longest a frame waits for others to join its batch, in milliseconds"
+        BatchPolicy.max_queue_delay_ms,
+        "longest a frame waits for others to join its batch, in milliseconds",
     )
     max_batches_in_flight: int = _setting(
-        2,
+        BatchPolicy.max_batches_in_flight,
         "batches run at once per model, each on its own engine thread (TFLite keeps a copy of "
         "the model per batch); while they run, the next batch fills",
     )
@@ -130,8 +136,6 @@ class ServiceConfig:
         positive = (
             "engine_threads",
             "decode_workers",
-            "max_batch_size",
-            "max_batches_in_flight",
             "max_frames_in_flight_per_stream",
             "max_unwritten_answers_per_stream",
             "max_frame_bytes",
@@ -144,8 +148,8 @@ class ServiceConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{name} must be positive; was {value}")
+        _ = self.batch_policy  # BatchPolicy checks the batching options
         for name in (
-            "max_queue_delay_ms",
             "shutdown_grace_s",
             "stream_idle_timeout_s",
             "keepalive_time_s",
@@ -161,8 +165,15 @@ class ServiceConfig:
                 f" (the frames in flight and the waiting one); was "
                 f"{self.max_unwritten_answers_per_stream}"
             )
-        if not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics_port must be 0..65535; was {self.metrics_port}")
+        if not -1 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be -1..65535; was {self.metrics_port}")
+        _host, colon, port = self.address.rpartition(":")
+        if not colon or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"address must be HOST:PORT; was {self.address!r}")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}; was {self.log_level!r}"
+            )
         if self.engine not in ("tflite", "tensorflow", "auto", "model-free"):
             raise ValueError(
                 f"engine must be tflite, tensorflow, auto or model-free; was {self.engine!r}"
@@ -190,8 +201,8 @@ class ServiceConfig:
         return bool(self.tls_cert_file)
 
     @property
-    def max_queue_delay_s(self) -> float:
-        return self.max_queue_delay_ms / 1000.0
+    def batch_policy(self) -> BatchPolicy:
+        return BatchPolicy(self.max_batch_size, self.max_queue_delay_ms, self.max_batches_in_flight)
 
     @classmethod
     def from_args(
@@ -199,6 +210,7 @@ class ServiceConfig:
     ) -> ServiceConfig:
         """Builds the config from flags, falling back to SEGMENTATION_* variables, then defaults."""
         environ = os.environ if environ is None else environ
+        types = get_type_hints(cls)
         parser = argparse.ArgumentParser(
             prog="segmentation-server",
             description="Person segmentation for video calls over gRPC.",
@@ -212,7 +224,7 @@ class ServiceConfig:
                 default = setting.default_factory()  # type: ignore[misc]
             help_text = f"{setting.metadata['help']} (env {env_name}; default {default!r})"
             # A bare boolean flag (`--fetch-models-only`) means true.
-            is_bool = str(setting.type) == "bool"
+            is_bool = types[setting.name] is bool
             parser.add_argument(
                 flag,
                 dest=setting.name,
@@ -230,7 +242,7 @@ class ServiceConfig:
             if raw is None:
                 continue
             try:
-                values[setting.name] = _parse_value(raw, setting.type)
+                values[setting.name] = _parse_value(raw, types[setting.name])
             except ValueError as error:
                 parser.error(f"--{setting.name.replace('_', '-')}: {error}")
         try:
@@ -239,22 +251,19 @@ class ServiceConfig:
             parser.error(str(error))
 
 
-def _parse_value(raw: str, type_name: Any) -> Any:
-    match str(type_name):
-        case "int":
-            return int(raw)
-        case "float":
-            return float(raw)
-        case "bool":
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"expected true or false; was {raw!r}")
-        case "tuple[str, ...]":
-            return tuple(part.strip() for part in raw.split(",") if part.strip())
-        case "tuple[int, ...]":
-            return tuple(sorted(int(part) for part in raw.split(",") if part.strip()))
-        case _:
-            return raw
+def _parse_value(raw: str, kind: Any) -> Any:
+    """A flag's or variable's text as the field's type (`get_type_hints` resolves it)."""
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"expected true or false; was {raw!r}")
+    if kind in (int, float, str):
+        return kind(raw)
+    if get_origin(kind) is tuple:  # tuple[X, ...]: comma-separated
+        item = get_args(kind)[0]
+        parts = [item(part.strip()) for part in raw.split(",") if part.strip()]
+        return tuple(sorted(parts) if item is int else parts)
+    raise TypeError(f"no parser for settings of type {kind}")

@@ -143,22 +143,32 @@ def _blank_frames(spec: ModelSpec, count: int) -> np.ndarray:
     return np.zeros((count, spec.input_height, spec.input_width, 3), np.uint8)
 
 
+_tensorflow_device: str | None = None  # set by the first configure_tensorflow() of the process
+
+
 def configure_tensorflow(config: ServiceConfig) -> str:
-    """Sets TensorFlow up once per process and returns the device it will use."""
+    """Sets TensorFlow up and returns the device it will use.
+
+    TensorFlow takes its device and thread settings once per process, before it first runs:
+    a later call (a second server in the same process) keeps the first settings, and so does
+    a process where TensorFlow already ran (a model conversion before the server started)."""
+    global _tensorflow_device
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    try:
-        for gpu in gpus:
-            # Take GPU memory as needed, not all of it at start: other processes share the GPU.
-            tf.config.experimental.set_memory_growth(gpu, True)
-        tf.config.threading.set_intra_op_parallelism_threads(config.engine_threads)
-    except RuntimeError:
-        pass  # TensorFlow already ran in this process (tests): its settings stay
+    if _tensorflow_device is None:
+        gpus = tf.config.list_physical_devices("GPU")
+        try:
+            for gpu in gpus:
+                # Take GPU memory as needed, not all of it at start: other processes share it.
+                tf.config.experimental.set_memory_growth(gpu, True)
+            tf.config.threading.set_intra_op_parallelism_threads(config.engine_threads)
+        except RuntimeError as error:  # TensorFlow already ran here: it is set up for good
+            log.warning("TensorFlow keeps the settings it started with: %s", error)
+        _tensorflow_device = "gpu:0" if gpus else "cpu"
     if config.engine_mixed_precision:
         # A graph rewrite to float16 where it is safe; it acts on GPUs only.
         tf.config.optimizer.set_experimental_options({"auto_mixed_precision": True})
-    return "gpu:0" if gpus else "cpu"
+    return _tensorflow_device
 
 
 class TensorFlowEngine:

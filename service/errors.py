@@ -13,7 +13,6 @@ class FrameErrorReason(StrEnum):
     TOO_MANY_PIXELS = "too_many_pixels"  # the header claims more than max_frame_pixels
     CORRUPT_JPEG = "corrupt_jpeg"  # not a JPEG, truncated, or damaged
     UNSUPPORTED_JPEG = "unsupported_jpeg"  # a valid JPEG this service cannot decode (e.g. CMYK)
-    INVALID_MASK_SIZE = "invalid_mask_size"
     INTERNAL = "internal"  # the model or the service failed; not the caller's fault
 
 
@@ -24,6 +23,15 @@ class FrameError(Exception):
         super().__init__(f"{reason}: {message}")
         self.reason = reason
         self.message = message
+
+
+def internal_error(error: BaseException, what_failed: str = "internal error") -> FrameError:
+    """The one way a bug or an engine failure becomes a frame's answer: INTERNAL, with the cause.
+
+    A FrameError passes through unchanged: it already says what went wrong."""
+    if isinstance(error, FrameError):
+        return error
+    return FrameError(FrameErrorReason.INTERNAL, f"{what_failed}: {error}")
 
 
 class StreamProtocolError(Exception):

@@ -36,7 +36,7 @@ LATENCY_BUCKETS_S = (
 )  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 FILL_RATIO_BUCKETS = (0.25, 0.5, 0.625, 0.75, 0.875, 1.0)
-STAGES = ("receive", "queue", "decode", "batch_wait", "inference", "encode")
+STAGES = ("admission_wait", "decode", "batch_wait", "inference", "encode")
 STREAM_LATENCY_QUANTILES = (0.5, 0.95, 0.99)
 
 
@@ -159,8 +159,8 @@ class ServiceMetrics:
         )
         self.stage_duration = Histogram(
             "segmentation_stage_duration_seconds",
-            "Time of OK frames in each stage: receive (message read to admission), queue "
-            "(waiting behind the stream's frames in flight), decode, batch_wait, inference "
+            "Time of OK frames in each stage: admission_wait (behind the stream's frames in "
+            "flight and the frame budget), decode, batch_wait, inference "
             "(of the whole batch), encode",
             ["model", "stage"],
             buckets=LATENCY_BUCKETS_S,

@@ -41,7 +41,7 @@ class TemporalSmoother:
         self._previous_sequence = -1
         self._lock = threading.Lock()
 
-    def __call__(self, alpha: np.ndarray, sequence: int | None = None) -> np.ndarray:
+    def __call__(self, alpha: np.ndarray, sequence: int) -> np.ndarray:
         with self._lock:
             previous = self._previous
             if previous is None or previous.shape != alpha.shape:
@@ -49,9 +49,9 @@ class TemporalSmoother:
             else:
                 weight = uncertainty(alpha) * np.float32(self.strength)
                 smoothed = alpha + (previous - alpha) * weight
-            if sequence is None or sequence > self._previous_sequence:
+            if sequence > self._previous_sequence:
                 self._previous = smoothed
-                self._previous_sequence = sequence if sequence is not None else -1
+                self._previous_sequence = sequence
             return smoothed
 
 

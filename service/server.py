@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import time
 from collections.abc import AsyncIterator, Mapping
 
 import grpc
@@ -15,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
+from service.answers import FrameAnswer, FrameOutcome, IncomingFrame
 from service.codec import EncodedMask, JpegCodec
 from service.config import ServiceConfig
 from service.errors import (
@@ -28,19 +28,15 @@ from service.errors import (
     StreamReplacedError,
     TooManyStreamsError,
     UnknownModelError,
+    internal_error,
 )
+from service.frame_budget import FrameBudget
 from service.idle import IdleWatch
 from service.metrics import ModelMetrics, ServiceMetrics
-from service.pipeline import CompositeRequest, FrameTimings, MaskRequest, ModelPipeline
+from service.pipeline import CompositeRequest, FrameTimings, ModelPipeline, OutputRequest
 from service.refine import Background
-from service.streams import (
-    FrameAnswer,
-    FrameBudget,
-    FrameOutcome,
-    IncomingFrame,
-    StreamRegistry,
-    VideoStream,
-)
+from service.registry import StreamRegistry
+from service.streams import VideoStream
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +50,18 @@ _STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     UnknownModelError: grpc.StatusCode.NOT_FOUND,
     StreamReplacedError: grpc.StatusCode.ABORTED,
 }
+# The errors a call ends with a status for; anything else is a bug, made INTERNAL first.
+_ANSWERED_ERRORS = (FrameError, *_STATUS_OF_ERROR)
+
+
+def _status_of(error: Exception) -> grpc.StatusCode:
+    """The one mapping from our errors to the status a call ends with."""
+    if isinstance(error, FrameError):
+        if error.reason == FrameErrorReason.INTERNAL:
+            return grpc.StatusCode.INTERNAL
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return _STATUS_OF_ERROR[type(error)]
+
 
 # How a stream open at SIGTERM ends, once every frame read from it is answered: the caller
 # learns at once, and the frames it sent after its last answer are exactly the unread ones.
@@ -69,12 +77,6 @@ _OUTCOME_STATUS = {
     FrameOutcome.DROPPED: pb.StreamSegmentResponse.DROPPED,
     FrameOutcome.ERROR: pb.StreamSegmentResponse.ERROR,
 }
-
-
-def _status_of_frame_error(error: FrameError) -> grpc.StatusCode:
-    if error.reason == FrameErrorReason.INTERNAL:
-        return grpc.StatusCode.INTERNAL
-    return grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _fill_mask(message: pb.Mask, mask: EncodedMask) -> None:
@@ -96,10 +98,9 @@ def _fill_timings(
     message.total_ms = total_s * 1e3
 
 
-def _stage_seconds(timings: FrameTimings, receive_s: float, queue_s: float) -> dict[str, float]:
+def _stage_seconds(timings: FrameTimings, admission_wait_s: float) -> dict[str, float]:
     return {
-        "receive": receive_s,
-        "queue": queue_s,
+        "admission_wait": admission_wait_s,
         "decode": timings.decode_s,
         "batch_wait": timings.batch_wait_s,
         "inference": timings.inference_s,
@@ -112,6 +113,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self,
         config: ServiceConfig,
         streams: StreamRegistry,
+        frame_budget: FrameBudget[VideoStream],
         metrics: ServiceMetrics,
         codec: JpegCodec,
     ) -> None:
@@ -120,7 +122,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._pipelines: Mapping[str, ModelPipeline] | None = None  # None while warming up
         self._streams = streams
         self._metrics = metrics
-        self.frame_budget = FrameBudget(config.max_frames_in_flight)
+        self._frame_budget = frame_budget
         self._readers: dict[VideoStream, asyncio.Task[None]] = {}
         self._drained: set[VideoStream] = set()  # streams whose reading the drain stopped
         self._draining = False
@@ -141,21 +143,25 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         """Starts answering requests, once every model is warm."""
         self._pipelines = pipelines
 
-    def _pipeline(self, model: str) -> ModelPipeline:
+    def _loaded_pipelines(self) -> Mapping[str, ModelPipeline]:
         if self._pipelines is None:
             raise NotReadyError("the server is still loading and warming up its models")
+        return self._pipelines
+
+    def _pipeline(self, model: str) -> ModelPipeline:
+        pipelines = self._loaded_pipelines()
         name = model or self._config.default_model
         try:
-            return self._pipelines[name]
+            return pipelines[name]
         except KeyError:
             raise UnknownModelError(
-                f"model {name!r} is not loaded here; loaded models: {sorted(self._pipelines)}"
+                f"model {name!r} is not loaded here; loaded models: {sorted(pipelines)}"
             ) from None
 
-    def _mask_request(self, width: int, height: int, encoding: int) -> MaskRequest:
+    def _mask_request(self, width: int, height: int, encoding: int) -> OutputRequest:
         if encoding not in pb.MaskEncoding.values():
             raise InvalidConfigError(f"unknown mask encoding {encoding}")
-        mask = MaskRequest(width, height, encoding or pb.MASK_ENCODING_RAW_U8)
+        mask = OutputRequest(width, height, encoding or pb.MASK_ENCODING_RAW_U8)
         mask.check(self._config.max_frame_pixels)
         return mask
 
@@ -191,8 +197,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 yield response
             if stream in self._drained:
                 raise ShuttingDownError(DRAINING_DETAILS)
-        except tuple(_STATUS_OF_ERROR) as error:
-            await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
+        except _ANSWERED_ERRORS as error:
+            await context.abort(_status_of(error), str(error))
         finally:
             # Runs on normal end, on abort, and when the caller vanished (cancellation).
             try:
@@ -257,20 +263,24 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         )
 
     def _new_stream(
-        self, stream_id: str, pipeline: ModelPipeline, mask: MaskRequest, smoothing: float
+        self,
+        stream_id: str,
+        pipeline: ModelPipeline,
+        mask: OutputRequest,
+        smoothing_strength: float,
     ) -> VideoStream:
         # The pipeline learns the stream's frame rate, for the batcher to know what is coming.
-        cadence = pipeline.open_stream()
+        cadence = pipeline.batches.open_stream()
         return VideoStream(
             stream_id,
             pipeline.spec.name,
             mask,
             functools.partial(pipeline.segment, cadence=cadence),
             self._config.max_frames_in_flight_per_stream,
-            self.frame_budget,
-            smoothing=smoothing,
+            self._frame_budget,
+            smoothing_strength=smoothing_strength,
             max_unwritten=self._config.max_unwritten_answers_per_stream,
-            on_close=functools.partial(pipeline.close_stream, cadence),
+            on_close=functools.partial(pipeline.batches.close_stream, cadence),
         )
 
     async def _composite_request(self, composite: pb.Composite) -> CompositeRequest:
@@ -325,15 +335,10 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     raise StreamProtocolError(
                         "a stream carries one StreamConfig, first; got a second one"
                     )
-                received_at = time.monotonic()
                 frame = request.frame
                 metrics.received_bytes.inc(len(frame.jpeg))
                 self.frames_received += 1
-                stream.submit(
-                    IncomingFrame(
-                        frame.frame_id, frame.capture_timestamp_us, frame.jpeg, received_at
-                    )
-                )
+                stream.submit(IncomingFrame(frame.frame_id, frame.capture_timestamp_us, frame.jpeg))
             stream.end_input()
         except asyncio.CancelledError:
             if not idle.expired:
@@ -358,9 +363,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         sent_bytes = 0
         if answer.segmented is not None:
             sent_bytes = answer.segmented.sent_bytes
-            stages = _stage_seconds(
-                answer.segmented.timings, answer.receive_s, answer.admission_wait_s
-            )
+            stages = _stage_seconds(answer.segmented.timings, answer.admission_wait_s)
         metrics.observe_frame(
             answer.outcome,
             reason=answer.error.reason if answer.error else "",
@@ -400,29 +403,30 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self, request: pb.SegmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.SegmentResponse:
         try:
-            if self._draining:
-                raise ShuttingDownError("the server is shutting down")
-            pipeline = self._pipeline(request.model)
-            mask = self._mask_request(
-                request.mask_width, request.mask_height, request.mask_encoding
-            )
-        except tuple(_STATUS_OF_ERROR) as error:
-            await context.abort(_STATUS_OF_ERROR[type(error)], str(error))
+            return await self._segment_one(request)
+        except _ANSWERED_ERRORS as error:
+            await context.abort(_status_of(error), str(error))
+
+    async def _segment_one(self, request: pb.SegmentRequest) -> pb.SegmentResponse:
+        if self._draining:
+            raise ShuttingDownError("the server is shutting down")
+        pipeline = self._pipeline(request.model)
+        mask = self._mask_request(request.mask_width, request.mask_height, request.mask_encoding)
         metrics = self._metrics.for_model(pipeline.spec.name)
         try:
             segmented = await pipeline.segment(request.jpeg, mask)
         except Exception as error:
             if not isinstance(error, FrameError):  # a bug costs this call, with a clear status
                 log.exception("Segment failed")
-                error = FrameError(FrameErrorReason.INTERNAL, f"internal error: {error}")
+            frame_error = internal_error(error)
             metrics.observe_frame(
-                FrameOutcome.ERROR, error.reason, received_bytes=len(request.jpeg)
+                FrameOutcome.ERROR, frame_error.reason, received_bytes=len(request.jpeg)
             )
-            await context.abort(_status_of_frame_error(error), str(error))
+            raise frame_error from None
         total_s = segmented.timings.total_s
         metrics.observe_frame(
             FrameOutcome.OK,
-            stage_seconds=_stage_seconds(segmented.timings, 0.0, 0.0),
+            stage_seconds=_stage_seconds(segmented.timings, 0.0),
             total_s=total_s,
             received_bytes=len(request.jpeg),
             sent_bytes=segmented.sent_bytes,
@@ -435,8 +439,10 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        if self._pipelines is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is still warming up")
+        try:
+            pipelines = self._loaded_pipelines()
+        except _ANSWERED_ERRORS as error:
+            await context.abort(_status_of(error), str(error))
         return pb.ListModelsResponse(
             models=[
                 pb.ModelInfo(
@@ -449,6 +455,6 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     batched=max(pipeline.engine.batch_sizes) > 1,
                     batch_sizes=pipeline.engine.batch_sizes,
                 )
-                for name, pipeline in self._pipelines.items()
+                for name, pipeline in pipelines.items()
             ]
         )

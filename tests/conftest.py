@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,10 +15,11 @@ from service.config import ServiceConfig
 
 
 def loopback_config(**overrides: object) -> ServiceConfig:
-    """The server's own config (flags and SEGMENTATION_* variables) on a free loopback port,
-    with the TFLite engine unless the test asks for another."""
-    config = ServiceConfig.from_args(["--address", "127.0.0.1:0", "--metrics-port", "0"])
-    return dataclasses.replace(config, **{"engine": "tflite", **overrides})
+    """The default config on a free loopback port, metrics off, with the TFLite engine unless
+    the test asks for another. No SEGMENTATION_* variable of the shell reaches it."""
+    return ServiceConfig(
+        **{"address": "127.0.0.1:0", "metrics_port": -1, "engine": "tflite", **overrides}
+    )
 
 
 @pytest.fixture(scope="session")

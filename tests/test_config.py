@@ -12,7 +12,7 @@ def test_defaults() -> None:
     assert config.address == "0.0.0.0:50051"
     assert config.metrics_port == 9090
     assert config.default_model == "selfie-general"
-    assert config.max_queue_delay_s == pytest.approx(0.004)
+    assert config.batch_policy.max_queue_delay_ms == pytest.approx(4.0)
 
 
 def test_environment_fills_in_and_flags_win() -> None:
@@ -42,6 +42,9 @@ def test_environment_fills_in_and_flags_win() -> None:
         (["--default-model", "selfie-landscape", "--models", "selfie-general"], "default_model"),
         (["--fetch-models", "maybe"], "expected true or false; was 'maybe'"),
         (["--max-batch-size", "many"], "invalid literal"),
+        (["--log-level", "LOUD"], "log_level must be one of DEBUG, INFO, WARNING, ERROR"),
+        (["--address", "localhost"], "address must be HOST:PORT; was 'localhost'"),
+        (["--metrics-port", "-2"], "metrics_port must be -1..65535; was -2"),
     ],
 )
 def test_bad_values_stop_the_server_with_the_bad_value(

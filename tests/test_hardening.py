@@ -104,7 +104,11 @@ async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None
     # A batch that would close only after a minute: the frame can leave the batcher within the
     # test only because its caller's deadline took it out. A stream that has sent one frame
     # (its frame rate unknown, so the batcher waits for its next one) keeps the batch open.
-    config = loopback_config(models=("selfie-general",), max_queue_delay_ms=60_000.0)
+    # One batch at a time: with two, a lone frame would not wait for company (an idle engine
+    # thread each).
+    config = loopback_config(
+        models=("selfie-general",), max_queue_delay_ms=60_000.0, max_batches_in_flight=1
+    )
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         pipeline = service.pipelines["selfie-general"]
         stalled = asyncio.Event()
@@ -114,16 +118,16 @@ async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None
             await stalled.wait()
 
         stream = asyncio.create_task(burst_answers(client.stream(one_frame())))
-        await wait_until(lambda: pipeline.frames_waiting == 1)
+        await wait_until(lambda: pipeline.batches.frames_waiting == 1)
         call = asyncio.create_task(client.segment(astronaut_jpeg(), timeout_s=1.0))
-        await wait_until(lambda: pipeline.frames_waiting == 2 or call.done())
-        assert pipeline.frames_waiting == 2, "the frame waits in the batcher"
+        await wait_until(lambda: pipeline.batches.frames_waiting == 2 or call.done())
+        assert pipeline.batches.frames_waiting == 2, "the frame waits in the batcher"
         with pytest.raises(SegmentationError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         # The handler's cancellation runs just after the status.
-        await wait_until(lambda: pipeline.frames_waiting == 1)
-        assert pipeline.frames_waiting == 1, "only the stream's frame is left"
+        await wait_until(lambda: pipeline.batches.frames_waiting == 1)
+        assert pipeline.batches.frames_waiting == 1, "only the stream's frame is left"
         stalled.set()
         stream.cancel()
 
@@ -174,7 +178,12 @@ async def test_an_engine_failure_answers_its_batch_internal_and_the_next_batch_r
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Batches close only when full (the delay is a minute): four streams' frames share each.
-    config = loopback_config(models=("selfie-general",), max_batch_size=4, max_queue_delay_ms=60e3)
+    config = loopback_config(
+        models=("selfie-general",),
+        max_batch_size=4,
+        max_queue_delay_ms=60e3,
+        max_batches_in_flight=1,  # one engine thread: no batch is split over idle ones
+    )
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         engine = service.pipelines["selfie-general"].engine
         real_infer = engine.infer

@@ -12,7 +12,6 @@ import pytest
 from loadtest.capacity import Objective, capacity_search, step_table
 from loadtest.frames import video_sequence
 from loadtest.generator import FrameRecord, LoadShape, RunResult, run_load
-from loadtest.local_server import free_port
 from loadtest.report import write_report
 from loadtest.stats import summarize
 from service.app import running_server
@@ -38,6 +37,7 @@ async def test_late_answers_do_not_slow_the_sending() -> None:
     config = loopback_config(
         models=("selfie-general",),
         max_queue_delay_ms=400.0,
+        max_batches_in_flight=1,  # no idle engine thread to spread the frames over
         max_batch_size=64,
         max_frames_in_flight_per_stream=16,
         max_unwritten_answers_per_stream=32,
@@ -70,7 +70,7 @@ def test_figures_come_from_the_measured_window_only() -> None:
 
 async def test_a_small_capacity_search_and_its_report(tmp_path: Path) -> None:
     # The server refuses a third stream, so the search must stop at 2 whatever the machine.
-    config = loopback_config(models=("selfie-general",), max_streams=2, metrics_port=free_port())
+    config = loopback_config(models=("selfie-general",), max_streams=2, metrics_port=0)
     objective = Objective(p99_ms=2000.0, max_drop_ratio=0.5)
     async with running_server(config) as service:
         steps, answer = await capacity_search(

@@ -96,7 +96,7 @@ async def open_loop_stream(
 
 async def test_prometheus_sees_what_the_streams_sent_and_measured(prometheus) -> None:
     prometheus_url, prometheus_config = prometheus
-    config = loopback_config(models=("selfie-general",), metrics_port=free_port())
+    config = loopback_config(models=("selfie-general",), metrics_port=0)
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         scrape_target(prometheus_url, prometheus_config, service.metrics_port)
         await asyncio.sleep(2.0)  # a couple of scrapes before the traffic
@@ -168,9 +168,7 @@ def stream_series(service: RunningService) -> dict[str, list]:
 
 
 async def test_per_stream_series_are_capped_and_removed_with_their_streams() -> None:
-    config = loopback_config(
-        models=("selfie-general",), metrics_port=free_port(), max_stream_series=3
-    )
+    config = loopback_config(models=("selfie-general",), metrics_port=0, max_stream_series=3)
     release = asyncio.Event()
     async with running_server(config) as service, SegmentationClient(service.target) as client:
         answered = [asyncio.Event() for _ in range(5)]

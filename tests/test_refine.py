@@ -153,8 +153,8 @@ def test_smoothing_blends_uncertain_pixels_and_lets_sure_ones_follow() -> None:
     assert uncertainty(np.array([0.0, 1.0], np.float32)).max() < 1e-3
     smoother = TemporalSmoother(0.8)
     first = np.array([0.9, 0.5, 0.0], np.float32)
-    assert np.array_equal(smoother(first), first)  # nothing to blend with yet
-    second = smoother(np.array([0.1, 0.55, 1.0], np.float32))
+    assert np.array_equal(smoother(first, sequence=1), first)  # nothing to blend with yet
+    second = smoother(np.array([0.1, 0.55, 1.0], np.float32), sequence=2)
     assert second[2] == pytest.approx(1.0, abs=1e-3)  # sure: follows the new mask
     assert second[1] == pytest.approx(0.55 + (0.5 - 0.55) * 0.8 * uncertainty(np.array([0.55]))[0])
     assert 0.1 < second[0] < 0.9  # unsure-ish: between old and new

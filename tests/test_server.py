@@ -331,7 +331,7 @@ async def test_a_client_that_vanishes_is_forgotten_and_others_do_not_notice(
             break
         await asyncio.sleep(0.02)
     assert len(server.streams) == 0
-    assert all(len(p._batcher) == 0 for p in server.pipelines.values())
+    assert all(p.batches.frames_waiting == 0 for p in server.pipelines.values())
 
 
 async def _aenumerate(items: Sequence[bytes]) -> AsyncIterator[tuple[int, bytes]]:

@@ -1,0 +1,71 @@
+"""The open streams of this replica: at most `max_streams`, one per stream id."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+
+from service.errors import StreamReplacedError, TooManyStreamsError
+from service.metrics import StreamReport
+from service.streams import VideoStream
+
+
+class StreamRegistry:
+    """The open streams of this replica, by id, at most `max_streams` of them."""
+
+    def __init__(self, max_streams: int = 1 << 30) -> None:
+        self.max_streams = max_streams
+        self._streams: dict[str, VideoStream] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def open(self, stream_id: str, create: Callable[[str], VideoStream]) -> VideoStream:
+        """Registers a new stream; an empty id gets a fresh one.
+
+        A stream that reopens with the id of one still open here takes the id over, and the old
+        one ends (StreamReplacedError): a caller only reopens a stream it has lost, so the old
+        one is a half-open leftover, and it must not lock the caller out until it times out.
+        """
+        stream_id = stream_id or uuid.uuid4().hex
+        replaced = self._streams.get(stream_id)
+        if replaced is None and len(self._streams) >= self.max_streams:
+            raise TooManyStreamsError(
+                f"this server holds {len(self._streams)} streams, its limit; "
+                "retry on another replica or later"
+            )
+        stream = create(stream_id)
+        if replaced is not None:
+            replaced.fail(
+                StreamReplacedError(
+                    f"stream {stream_id!r} was replaced by a newer stream with the same id"
+                )
+            )
+        self._streams[stream_id] = stream
+        self._empty.clear()
+        return stream
+
+    def reports(self, quantiles: tuple[float, ...]) -> list[StreamReport]:
+        """Per-stream figures of the open streams, oldest first (read by the metrics thread)."""
+        return [
+            StreamReport(
+                stream.stream_id,
+                stream.model,
+                stream.stats.frames_per_second(),
+                stream.stats.latency_quantiles(quantiles),
+            )
+            for stream in list(self._streams.values())
+        ]
+
+    async def close(self, stream: VideoStream) -> None:
+        if self._streams.get(stream.stream_id) is stream:
+            del self._streams[stream.stream_id]
+            if not self._streams:
+                self._empty.set()
+        await stream.close()
+
+    async def wait_until_empty(self) -> None:
+        await self._empty.wait()
