@@ -64,11 +64,12 @@ test: setup test-system-packages lint
 bench: setup
 	$(BIN)/python -m loadtest.bench
 
-# A short capacity search on this machine, for each configuration compared; report in
-# loadtest-report/ (plots and summary.md). Longer holds give steadier answers: see loadtest/README.md.
+# A short capacity search on this machine, for each configuration compared (JPEG masks at frame
+# size, one more call per step); report in loadtest-report/ (plots and summary.md). Longer holds
+# give steadier answers: see loadtest/README.md.
 loadtest: setup
-	$(BIN)/segmentation-loadtest compare --hold-s 6 --warm-up-s 2 --start 4 --step 2 \
-	  --max-streams 24 --out loadtest-report
+	$(BIN)/segmentation-loadtest compare --hold-s 6 --warm-up-s 2 --start 2 --step 1 \
+	  --max-streams 24 --mask-encoding jpeg --out loadtest-report
 
 # The WebRTC demo: the service and the gateway on this machine; open the printed address in a
 # browser with a camera (localhost counts as a secure origin for getUserMedia).

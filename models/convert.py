@@ -19,7 +19,7 @@ import shutil
 import struct
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -575,6 +575,19 @@ def savedmodel_path(spec: ModelSpec, model_dir: Path) -> Path:
     return Path(model_dir) / f"{spec.name}-{spec.sha256[:16]}-v{CONVERTER_VERSION}.savedmodel"
 
 
+def ensure_savedmodels(
+    specs: Iterable[ModelSpec], model_dir: Path, fetch: bool
+) -> dict[str, tuple[Path, Path]]:
+    """Each model's checked TFLite file and its SavedModel, by name: the files fetched first
+    (when `fetch`), then each one converted unless its conversion is cached."""
+    specs = list(specs)
+    paths = ensure_model_files(specs, model_dir, fetch=fetch)
+    return {
+        spec.name: (paths[spec.name], ensure_savedmodel(spec, paths[spec.name], model_dir))
+        for spec in specs
+    }
+
+
 def ensure_savedmodel(spec: ModelSpec, tflite_path: Path, model_dir: Path) -> Path:
     """The cached SavedModel of spec, converting it first when absent.
 
@@ -623,9 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        paths = ensure_model_files(MODELS.values(), args.model_dir, fetch=not args.no_fetch)
-        for name, spec in MODELS.items():
-            print(f"{name}\t{ensure_savedmodel(spec, paths[name], args.model_dir)}")
+        converted = ensure_savedmodels(MODELS.values(), args.model_dir, fetch=not args.no_fetch)
+        for name, (_tflite, savedmodel) in converted.items():
+            print(f"{name}\t{savedmodel}")
     except (ConversionError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -119,8 +119,8 @@ def verify(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from models.convert import ConversionError, default_model_dir, ensure_savedmodel
-    from models.fetch import ModelFileError, ensure_model_files
+    from models.convert import ConversionError, default_model_dir, ensure_savedmodels
+    from models.fetch import ModelFileError
 
     parser = argparse.ArgumentParser(
         prog="python -m models.verify",
@@ -129,11 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=default_model_dir())
     args = parser.parse_args(argv)
     try:
-        paths = ensure_model_files(MODELS.values(), args.model_dir, fetch=True)
+        converted = ensure_savedmodels(MODELS.values(), args.model_dir, fetch=True)
         results = []
-        for name, spec in MODELS.items():
-            savedmodel = ensure_savedmodel(spec, paths[name], args.model_dir)
-            results += verify(spec, paths[name], savedmodel)
+        for name, (tflite, savedmodel) in converted.items():
+            results += verify(MODELS[name], tflite, savedmodel)
     except (ConversionError, ModelFileError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

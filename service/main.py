@@ -42,17 +42,19 @@ async def _serve(config: ServiceConfig) -> None:
 
 def _prepare_models(config: ServiceConfig) -> None:
     """Fetches and checks the model files, and converts them for the TensorFlow engine."""
-    from models.convert import ensure_savedmodel
+    from models.convert import ensure_savedmodels
     from models.fetch import ensure_model_files
     from models.registry import model_spec
 
     specs = [model_spec(name) for name in config.models]
-    paths = ensure_model_files(specs, Path(config.model_dir), fetch=True)
-    for spec in specs:
-        print(f"{spec.name}: {paths[spec.name]} (sha256 checked)")
-        if config.engine != "tflite":
-            savedmodel = ensure_savedmodel(spec, paths[spec.name], Path(config.model_dir))
-            print(f"{spec.name}: {savedmodel} (TensorFlow SavedModel)")
+    model_dir = Path(config.model_dir)
+    if config.engine in ("tflite", "model-free"):
+        for name, path in ensure_model_files(specs, model_dir, fetch=True).items():
+            print(f"{name}: {path} (sha256 checked)")
+        return
+    for name, (tflite, savedmodel) in ensure_savedmodels(specs, model_dir, fetch=True).items():
+        print(f"{name}: {tflite} (sha256 checked)")
+        print(f"{name}: {savedmodel} (TensorFlow SavedModel)")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -331,7 +331,9 @@ async def test_a_client_that_vanishes_is_forgotten_and_others_do_not_notice(
             break
         await asyncio.sleep(0.02)
     assert len(server.streams) == 0
-    assert all(p.batches.frames_waiting == 0 for p in server.pipelines.values())
+    # Every frame the vanished caller had in the pipeline gave its room back (the batcher
+    # empties within milliseconds anyway, so it would say nothing).
+    assert server.frame_budget.in_flight == 0
 
 
 async def _aenumerate(items: Sequence[bytes]) -> AsyncIterator[tuple[int, bytes]]:
