@@ -17,6 +17,7 @@ import numpy as np
 
 from models.deeplab import DeepLabLoadError, DeepLabModel
 from models.registry import ModelSpec
+from service.engine import padded_size, run_padded
 
 if TYPE_CHECKING:
     from models.deeplab_batched import BatchedDeepLab
@@ -66,23 +67,12 @@ class DeepLabEngine:
         return self.batch_sizes[-1]
 
     def padded_size(self, frames: int) -> int:
-        largest = self.batch_sizes[-1]
-        full, rest = divmod(frames, largest)
-        return full * largest + (next(s for s in self.batch_sizes if s >= rest) if rest else 0)
+        return padded_size(frames, self.batch_sizes)
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
         if self._batched is None:
             return np.stack([self._own(frame) for frame in frames])
-        largest = self.batch_sizes[-1]
-        outputs = []
-        for start in range(0, len(frames), largest):
-            chunk = frames[start : start + largest]
-            size = self.padded_size(len(chunk))
-            if size > len(chunk):
-                padding = np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)
-                chunk = np.concatenate([chunk, padding])
-            outputs.append(self._batched(chunk)[: min(largest, len(frames) - start)])
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return run_padded(frames, self.batch_sizes, self._batched)
 
     def warm_up(self) -> None:
         for size in self.batch_sizes:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -139,6 +140,31 @@ class TFLiteEngine:
         )
 
 
+def padded_size(frames: int, batch_sizes: tuple[int, ...]) -> int:
+    """Frames computed for a batch of `frames` run in chunks of the largest of `batch_sizes`
+    (sorted), the last chunk padded up to the next size."""
+    largest = batch_sizes[-1]
+    full, rest = divmod(frames, largest)
+    return full * largest + (next(s for s in batch_sizes if s >= rest) if rest else 0)
+
+
+def run_padded(
+    frames: np.ndarray, batch_sizes: tuple[int, ...], run: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
+    """`run` over `frames` in chunks padded to `batch_sizes` (so that only the shapes warmed up
+    ever run); the outputs of the real frames, in order."""
+    largest = batch_sizes[-1]
+    outputs = []
+    for start in range(0, len(frames), largest):
+        chunk = frames[start : start + largest]
+        size = padded_size(len(chunk), batch_sizes)
+        if size > len(chunk):
+            padding = np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)
+            chunk = np.concatenate([chunk, padding])
+        outputs.append(run(chunk)[: min(largest, len(frames) - start)])
+    return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+
+
 def _blank_frames(spec: ModelSpec, count: int) -> np.ndarray:
     return np.zeros((count, spec.input_height, spec.input_width, 3), np.uint8)
 
@@ -197,22 +223,12 @@ class TensorFlowEngine:
         self._run = tf.function(self._model.__call__, input_signature=[signature], jit_compile=xla)
 
     def padded_size(self, frames: int) -> int:
-        largest = self.batch_sizes[-1]
-        full, rest = divmod(frames, largest)
-        return full * largest + (next(s for s in self.batch_sizes if s >= rest) if rest else 0)
+        return padded_size(frames, self.batch_sizes)
 
     def infer(self, frames: np.ndarray) -> np.ndarray:
-        largest = self.batch_sizes[-1]
-        outputs = []
-        for start in range(0, len(frames), largest):
-            chunk = frames[start : start + largest]
-            size = self.padded_size(len(chunk))
-            if size > len(chunk):
-                padding = np.zeros((size - len(chunk), *chunk.shape[1:]), np.uint8)
-                chunk = np.concatenate([chunk, padding])
-            alpha = self._run(self._tf.constant(chunk)).numpy()
-            outputs.append(alpha[: min(largest, len(frames) - start)])
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        return run_padded(
+            frames, self.batch_sizes, lambda chunk: self._run(self._tf.constant(chunk)).numpy()
+        )
 
     def warm_up(self) -> None:
         for size in self.batch_sizes:
