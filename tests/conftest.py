@@ -36,6 +36,11 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningService
         yield service
 
 
+# For tests whose subject does not depend on the engine (protocol, input handling, what is
+# done to a mask after the model): they run against the shared TFLite server only.
+ENGINE_INDEPENDENT = pytest.mark.parametrize("server", ["tflite"], indirect=True)
+
+
 @pytest.fixture
 async def client(server: RunningService) -> AsyncIterator[SegmentationClient]:
     async with SegmentationClient(server.target) as segmentation_client:

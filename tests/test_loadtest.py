@@ -49,7 +49,8 @@ async def test_late_answers_do_not_slow_the_sending() -> None:
     sent = [r for r in result.frames if r.sent_at]
     assert len(sent) == len(result.frames), "every scheduled frame was sent"
     assert figures["send_lag_p99_ms"] < 100, "frames left on their schedule, not on answers"
-    assert figures["latency_ms"]["p50"] >= 150, "latency counts from the scheduled send"
+    # About 200 ms; well above what the server spends on a frame it does not hold (~20 ms).
+    assert figures["latency_ms"]["p50"] >= 100, "latency counts from the scheduled send"
     assert figures["ok"] > 0 and figures["errors"] == 0
 
 

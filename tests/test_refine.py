@@ -17,6 +17,7 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import RunningService
 from service.refine import TemporalSmoother, box_mean, guided_upscale, uncertainty
+from tests.conftest import ENGINE_INDEPENDENT
 from tests.photos import astronaut_rgb, encode_jpeg, grace_hopper_rgb
 from tests.reference import iou
 
@@ -60,6 +61,7 @@ def flicker(masks: list[np.ndarray]) -> float:
     return float(np.mean(changes)) / 255
 
 
+@ENGINE_INDEPENDENT
 async def test_temporal_smoothing_lowers_flicker_on_a_noisy_still_scene(
     server: RunningService, client: SegmentationClient
 ) -> None:
@@ -73,6 +75,7 @@ async def test_temporal_smoothing_lowers_flicker_on_a_noisy_still_scene(
     assert figures[0.8] < figures[0.0] * 0.8
 
 
+@ENGINE_INDEPENDENT
 async def test_edge_aware_upscaling_keeps_the_mask_and_follows_the_image_edges(
     server: RunningService, client: SegmentationClient
 ) -> None:
@@ -97,6 +100,7 @@ async def test_edge_aware_upscaling_keeps_the_mask_and_follows_the_image_edges(
     assert edge_strength_under(guided) > edge_strength_under(plain) * 1.1
 
 
+@ENGINE_INDEPENDENT
 @pytest.mark.parametrize("background", ["color", "blur", "image"])
 async def test_composited_frames_keep_the_person_and_change_the_background(
     server: RunningService, client: SegmentationClient, background: str
@@ -130,6 +134,7 @@ async def test_composited_frames_keep_the_person_and_change_the_background(
         assert green[behind].mean() < 12, "the background is replaced"
 
 
+@ENGINE_INDEPENDENT
 @pytest.mark.parametrize(
     ("config", "message"),
     [

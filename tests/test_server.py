@@ -15,7 +15,7 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import FrameToSend, SegmentationClient, SegmentationError, mask_to_array
 from service.app import RunningService, running_server
-from tests.conftest import loopback_config
+from tests.conftest import ENGINE_INDEPENDENT, loopback_config
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 from tests.reference import iou, reference_mask
 
@@ -112,6 +112,7 @@ async def test_a_stream_returns_every_frame_masked_in_order_with_stage_timings(
         assert response.batch_size >= 1
 
 
+@ENGINE_INDEPENDENT
 async def test_a_requested_mask_size_and_jpeg_encoding(client: SegmentationClient) -> None:
     response = await client.segment(
         video_frame_jpeg(1280, 720),
@@ -155,6 +156,7 @@ async def test_a_burst_is_answered_in_order_with_the_stale_frames_dropped(
         assert response.HasField("mask") == (response.status == OK)
 
 
+@ENGINE_INDEPENDENT
 async def test_a_corrupt_frame_is_answered_error_and_the_stream_goes_on(
     client: SegmentationClient,
 ) -> None:
@@ -218,6 +220,7 @@ def frame_message(frame_id: int, jpeg: bytes) -> pb.StreamSegmentRequest:
     return pb.StreamSegmentRequest(frame=pb.Frame(frame_id=frame_id, jpeg=jpeg))
 
 
+@ENGINE_INDEPENDENT
 async def test_a_frame_before_the_config_ends_the_stream_invalid_argument(
     server: RunningService,
 ) -> None:
@@ -226,6 +229,7 @@ async def test_a_frame_before_the_config_ends_the_stream_invalid_argument(
     assert "first message of a stream must be a StreamConfig" in details
 
 
+@ENGINE_INDEPENDENT
 async def test_a_second_config_ends_the_stream_invalid_argument(server: RunningService) -> None:
     requests = [config_message(), frame_message(0, astronaut_jpeg()), config_message()]
     code, details, _ = await stream_status(server, requests)
@@ -235,6 +239,7 @@ async def test_a_second_config_ends_the_stream_invalid_argument(server: RunningS
     assert len(server.streams) == 0
 
 
+@ENGINE_INDEPENDENT
 async def test_an_unknown_model_is_not_found(
     server: RunningService, client: SegmentationClient
 ) -> None:
@@ -246,12 +251,14 @@ async def test_an_unknown_model_is_not_found(
     assert caught.value.code == grpc.StatusCode.NOT_FOUND
 
 
+@ENGINE_INDEPENDENT
 async def test_a_half_given_mask_size_is_invalid_argument(server: RunningService) -> None:
     code, details, _ = await stream_status(server, [config_message(mask_width=100)])
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "both width and height" in details
 
 
+@ENGINE_INDEPENDENT
 async def test_a_reopened_stream_id_takes_over_and_the_open_one_ends_aborted(
     server: RunningService,
 ) -> None:
@@ -281,6 +288,7 @@ async def test_a_reopened_stream_id_takes_over_and_the_open_one_ends_aborted(
     assert len(server.streams) == 0
 
 
+@ENGINE_INDEPENDENT
 async def test_a_request_that_is_not_protobuf_ends_the_stream_invalid_argument(
     server: RunningService,
 ) -> None:
@@ -298,6 +306,7 @@ async def test_a_request_that_is_not_protobuf_ends_the_stream_invalid_argument(
     assert "could not be parsed as a StreamSegmentRequest" in caught.value.details()
 
 
+@ENGINE_INDEPENDENT
 async def test_a_corrupt_image_in_segment_is_invalid_argument(client: SegmentationClient) -> None:
     with pytest.raises(SegmentationError) as caught:
         await client.segment(b"\xff\xd8 broken")
@@ -305,6 +314,7 @@ async def test_a_corrupt_image_in_segment_is_invalid_argument(client: Segmentati
     assert "corrupt_jpeg" in caught.value.details
 
 
+@ENGINE_INDEPENDENT
 async def test_a_client_that_vanishes_is_forgotten_and_others_do_not_notice(
     server: RunningService, client: SegmentationClient
 ) -> None:
