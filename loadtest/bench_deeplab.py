@@ -4,26 +4,15 @@ falls back to) against its network batched at 8, on the zoo-shaped stand-in grap
 from __future__ import annotations
 
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from loadtest.timing import median_ms
 from models.deeplab import DeepLabModel
 from models.deeplab_batched import BatchedDeepLab
 from models.deeplab_check import check_images
 from models.deeplab_standin import write_frozen_graph
-
-
-def _median_ms(run: Callable[[], object], runs: int) -> float:
-    run()  # the first run traces and allocates
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e3
 
 
 def bench_deeplab(batch: int = 8, runs: int = 5) -> tuple[float, float]:
@@ -32,8 +21,8 @@ def bench_deeplab(batch: int = 8, runs: int = 5) -> tuple[float, float]:
         own = DeepLabModel(write_frozen_graph(Path(folder) / "frozen_inference_graph.pb"))
     batched = BatchedDeepLab(own.graph_def)
     frames = np.concatenate([check_images()] * (batch // 4 + 1))[:batch]
-    one_at_a_time = _median_ms(lambda: [own(frame) for frame in frames], runs) / batch
-    together = _median_ms(lambda: batched(frames), runs) / batch
+    one_at_a_time = median_ms(lambda: [own(frame) for frame in frames], runs) / batch
+    together = median_ms(lambda: batched(frames), runs) / batch
     print(
         f"\nDeepLab stand-in (zoo-shaped graph, 513x513), ms/frame, median of {runs} runs: "
         f"one at a time {one_at_a_time:.1f}, batched at {batch} {together:.1f} "

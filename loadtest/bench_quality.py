@@ -4,13 +4,12 @@ cost per frame of each output option at 640x480 and 1280x720 (one codec thread).
 from __future__ import annotations
 
 import itertools
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from loadtest.frames import video_sequence
+from loadtest.timing import median_ms
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
@@ -29,16 +28,6 @@ def _noisy_still_frames(width: int, height: int, count: int, sigma: float) -> li
         noisy = np.clip(still + rng.normal(0.0, sigma, still.shape), 0, 255).astype(np.uint8)
         frames.append(codec.encode_rgb(noisy, 85))
     return frames
-
-
-def _median_ms(work: Callable[[], object], runs: int = 30) -> float:
-    work()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e3
 
 
 def bench_quality(config: ServiceConfig) -> None:
@@ -94,4 +83,4 @@ def _step_costs(codec: JpegCodec, engine: TFLiteEngine, size: tuple[int, int]) -
             composite(frame, full_alpha, Background(color=(0, 177, 64))), 85
         ),
     }
-    return {name: _median_ms(step) for name, step in steps.items()}
+    return {name: median_ms(step, runs=30) for name, step in steps.items()}

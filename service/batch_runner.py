@@ -174,9 +174,10 @@ class BatchRunner:
         """Starts every batch that is due while the engine has room; returns how long the loop
         may sleep before the next is due (None: until something changes)."""
         while self._batches_in_flight < self._max_batches_in_flight:
-            batch = self._batcher.take_batch(self._outlook())
+            outlook = self._outlook()  # reads every open stream: once per look at the queue
+            batch = self._batcher.take_batch(outlook)
             if batch is None:
-                return self._batcher.seconds_until_due(self._outlook())
+                return self._batcher.seconds_until_due(outlook)
             self._batches_in_flight += 1
             task = asyncio.create_task(self._run_batch(batch))
             self._batch_tasks.add(task)

@@ -81,7 +81,8 @@ async def test_a_full_engine_takes_no_batch_until_one_finishes() -> None:
     assert runner.batches_in_flight == 0 and runner.frames_waiting == 6
     runner.start_due_batches()
     await asyncio.wait_for(asyncio.gather(*(frame.output for frame in frames[6:])), 10)
-    assert engine.batches == [2, 4, 2, 4]
+    # Each round's two batches run on two threads at once: either may reach the engine first.
+    assert sorted(engine.batches[:2]) == sorted(engine.batches[2:]) == [2, 4]
     await runner.stop()
 
 
