@@ -28,22 +28,27 @@ def _thread_group(pid: int, tid: int, name: str) -> str:
 
 @dataclass(frozen=True)
 class CpuSample:
-    """Seconds of CPU (user + system) per thread group, at one moment."""
+    """CPU (user + system) per thread group, at one moment, in clock ticks: /proc's own
+    integer unit, so that sums and differences are exact and seconds are derived last."""
 
-    seconds: dict[str, float]
+    ticks: dict[str, int]
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return {group: ticks / _TICKS_PER_S for group, ticks in self.ticks.items()}
 
     @property
     def total_s(self) -> float:
-        return sum(self.seconds.values())
+        return sum(self.ticks.values()) / _TICKS_PER_S
 
     def __sub__(self, earlier: CpuSample) -> CpuSample:
-        return CpuSample({g: self.seconds[g] - earlier.seconds.get(g, 0.0) for g in GROUPS})
+        return CpuSample({g: self.ticks[g] - earlier.ticks.get(g, 0) for g in GROUPS})
 
 
 def sample(pid: int) -> CpuSample:
     """CPU per group of the process's threads. Threads that ended before the sample are
     counted through the process's own total (they are in no task any more): as `other`."""
-    seconds = dict.fromkeys(GROUPS, 0.0)
+    ticks = dict.fromkeys(GROUPS, 0)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -51,10 +56,9 @@ def sample(pid: int) -> CpuSample:
             continue  # the thread ended while we read
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        cpu = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S  # utime + stime
-        seconds[_thread_group(pid, int(task.name), name)] += cpu
+        ticks[_thread_group(pid, int(task.name), name)] += int(fields[11]) + int(fields[12])
     process = Path(f"/proc/{pid}/stat").read_text()
     fields = process[process.rindex(")") + 2 :].split()
-    whole = (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
-    seconds["other"] += max(0.0, whole - sum(seconds.values()))
-    return CpuSample(seconds)
+    whole = int(fields[11]) + int(fields[12])  # utime + stime
+    ticks["other"] += max(0, whole - sum(ticks.values()))
+    return CpuSample(ticks)
