@@ -25,7 +25,7 @@ from service.engine import TFLiteEngine
 from service.resize import resize
 
 STEPS = ("decode", "resize", "inference", "upscale", "encode")
-BATCH_SIZES = (1, 2, 4, 8)
+BATCH_SIZES = TFLiteEngine.CANDIDATE_SIZES  # each as one run of the model
 _MASK_JPEG_QUALITY = 90  # as the service encodes masks
 
 

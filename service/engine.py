@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from models.registry import ModelSpec
+from service.sub_batches import SubBatchPlan
 
 if TYPE_CHECKING:
     from service.config import ServiceConfig
@@ -57,23 +58,28 @@ class Engine(Protocol):
 class TFLiteEngine:
     """The TFLite interpreter with XNNPACK, from LiteRT (tf.lite.Interpreter is deprecated).
 
-    A batch runs as sub-batches of CHUNK_SIZES, one interpreter allocated per size, so a batch
-    of 7 runs as 4+2+1 and nothing is padded. `copies` sets of interpreters let as many
-    batches run at once, each on its own engine thread: on a CPU, batches side by side on
-    single-threaded interpreters use the cores better than one interpreter's own threads,
-    whose workers spin between the layers (see `make bench`).
+    A batch runs as sub-batches, one interpreter allocated per size, so nothing is padded. How
+    a batch is split is measured, not assumed: `warm_up()` times one run of each size in
+    CANDIDATE_SIZES and keeps the sizes the cheapest splits use (`service/sub_batches.py`).
+    `copies` sets of interpreters let as many batches run at once, each on its own engine
+    thread: on a CPU, batches side by side on single-threaded interpreters use the cores better
+    than one interpreter's own threads, whose workers spin between the layers (see `make bench`).
     """
 
     name = "tflite"
     device = "cpu"
-    CHUNK_SIZES = (8, 4, 2, 1)
-    batch_sizes = tuple(sorted(CHUNK_SIZES))
+    # Sizes of one run tried at warm-up. Batches of 5 or 7 are split into these; leaving those
+    # two out saves start-up time and memory, and on no CPU measured so far did they win.
+    CANDIDATE_SIZES = (1, 2, 3, 4, 6, 8)
+    _TIMED_ROUNDS = 2  # the faster of two runs of each size: a run preempted once is no figure
     max_batch_size = None
 
     def __init__(
         self, spec: ModelSpec, model_path: Path, num_threads: int, copies: int = 1
     ) -> None:
         self.spec = spec
+        self._plan = SubBatchPlan.fewest_runs(self.CANDIDATE_SIZES)
+        self.batch_sizes: tuple[int, ...] = self.CANDIDATE_SIZES
         # The copy used last goes out first: its memory is still in the caches.
         self._free: queue.LifoQueue[_Interpreters] = queue.LifoQueue()
         for _ in range(copies):
@@ -83,7 +89,7 @@ class TFLiteEngine:
         from ai_edge_litert.interpreter import Interpreter
 
         interpreters = {}
-        for size in self.CHUNK_SIZES:
+        for size in self.CANDIDATE_SIZES:
             interpreter = Interpreter(model_path=str(model_path), num_threads=num_threads)
             input_index = interpreter.get_input_details()[0]["index"]
             interpreter.resize_tensor_input(
@@ -98,46 +104,63 @@ class TFLiteEngine:
         """Thread-safe: each call takes a free copy of the model (waiting for one if needed)."""
         interpreters = self._free.get()
         try:
-            return self._infer(interpreters, frames)
+            outputs, start = [], 0
+            for size in self._plan.split(len(frames)):
+                outputs.append(self._run(interpreters[size], frames[start : start + size]))
+                start += size
+            return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
         finally:
             self._free.put(interpreters)
 
-    def _infer(self, interpreters: _Interpreters, frames: np.ndarray) -> np.ndarray:
+    def _run(self, interpreter_and_indexes: tuple[Any, int, int], frames: np.ndarray) -> np.ndarray:
+        interpreter, input_index, output_index = interpreter_and_indexes
         scale, offset = np.float32(self.spec.input_scale), np.float32(self.spec.input_offset)
-        outputs = []
-        start = 0
-        while start < len(frames):
-            size = next(s for s in self.CHUNK_SIZES if s <= len(frames) - start)
-            interpreter, input_index, output_index = interpreters[size]
-            # Normalise straight into the interpreter's input buffer: no float copy to copy.
-            # The view must be gone before invoke(), which refuses to run while one is held.
-            np.multiply(frames[start : start + size], scale, out=interpreter.tensor(input_index)())
-            if offset:
-                np.add(
-                    interpreter.tensor(input_index)(), offset, out=interpreter.tensor(input_index)()
-                )
-            interpreter.invoke()
-            outputs.append(interpreter.get_tensor(output_index)[..., 0])
-            start += size
-        return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
+        # Normalise straight into the interpreter's input buffer: no float copy to copy.
+        # The view must be gone before invoke(), which refuses to run while one is held.
+        np.multiply(frames, scale, out=interpreter.tensor(input_index)())
+        if offset:
+            np.add(interpreter.tensor(input_index)(), offset, out=interpreter.tensor(input_index)())
+        interpreter.invoke()
+        return interpreter.get_tensor(output_index)[..., 0]
 
     def padded_size(self, frames: int) -> int:
         return frames  # sub-batches add up to the batch exactly: nothing is padded
 
     def warm_up(self) -> None:
-        # Every copy, every size: take all copies at once so each one runs.
-        copies = [self._free.get() for _ in range(self._free.qsize())]
+        """Runs every size on every copy, times each size on the first copy, plans the splits
+        from those times and lets go of the interpreters no split uses."""
+        copies = [self._free.get() for _ in range(self._free.qsize())]  # all: each one runs
+        for size, interpreter in copies[0].items():
+            self._run(interpreter, _blank_frames(self.spec, size))
+        seconds_per_run = {
+            size: min(
+                _seconds_to_run(self._run, interpreter, _blank_frames(self.spec, size))
+                for _ in range(self._TIMED_ROUNDS)
+            )
+            for size, interpreter in copies[0].items()
+        }
+        self._plan = SubBatchPlan(seconds_per_run)
+        self.batch_sizes = self._plan.sizes_used
         for interpreters in copies:
-            for size in self.CHUNK_SIZES:
-                self._infer(interpreters, _blank_frames(self.spec, size))
+            for size in set(interpreters) - set(self.batch_sizes):
+                del interpreters[size]
+            for size in self.batch_sizes:
+                self._run(interpreters[size], _blank_frames(self.spec, size))
             self._free.put(interpreters)
         log.info(
-            "warmed up %s on %s, %d copies, sub-batches %s",
+            "warmed up %s on %s, %d copies; one run costs %s; batches split into runs of %s",
             self.spec.name,
             self.name,
             len(copies),
-            self.CHUNK_SIZES,
+            self._plan.describe(),
+            self.batch_sizes,
         )
+
+
+def _seconds_to_run(run: Callable[..., object], *args: object) -> float:
+    started = time.perf_counter()
+    run(*args)
+    return time.perf_counter() - started
 
 
 def padded_size(frames: int, batch_sizes: tuple[int, ...]) -> int:

@@ -1,5 +1,6 @@
 """The engines side by side on real photos: the TensorFlow engine matches the TFLite one,
-pads and splits batches as it says, and `auto` picks by measurement."""
+pads and splits batches as it says, the TFLite engine splits batches by the costs it measures
+at warm-up, and `auto` picks by measurement."""
 
 from __future__ import annotations
 
@@ -48,6 +49,23 @@ def test_both_engines_give_the_same_alpha(
     tflite, tensorflow = (engine.infer(frames) for engine in engines)
     assert tflite.shape == tensorflow.shape == (batch, 256, 256)
     assert np.abs(tflite - tensorflow).max() <= 1e-3
+
+
+def test_tflite_splits_batches_by_the_costs_it_measured_at_warm_up(
+    model_paths: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = TFLiteEngine(SPEC, model_paths[SPEC.name], num_threads=1, copies=2)
+    frames = photo_frames(SPEC, 8)
+    one_by_one = np.concatenate([engine.infer(frames[n : n + 1]) for n in range(8)])
+    with caplog.at_level(logging.INFO, logger="service.engine"):
+        engine.warm_up()
+    line = next(r.getMessage() for r in caplog.records if "warmed up" in r.getMessage())
+    assert all(f"{size}: " in line for size in TFLiteEngine.CANDIDATE_SIZES), line
+    assert 1 in engine.batch_sizes and set(engine.batch_sizes) <= set(engine.CANDIDATE_SIZES)
+    assert line.endswith(f"batches split into runs of {engine.batch_sizes}")
+    # Whatever the split, every frame gets its own alpha, on either copy of the model.
+    for batch in (2, 5, 7, 8):
+        assert np.abs(engine.infer(frames[:batch]) - one_by_one[:batch]).max() <= 1e-5
 
 
 def test_xla_compiled_tensorflow_matches(
