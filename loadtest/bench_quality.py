@@ -45,8 +45,9 @@ def bench_quality(config: ServiceConfig) -> None:
     for strength in (0.0, 0.5, 0.8):
         smoother = TemporalSmoother(strength) if strength else None
         masks = [
-            (smoother(alpha) if smoother else alpha) * 255 for alpha in alphas
-        ]  # fmt: skip
+            (smoother(alpha, sequence) if smoother else alpha) * 255
+            for sequence, alpha in enumerate(alphas)
+        ]
         change = np.mean([np.abs(b - a).mean() for a, b in itertools.pairwise(masks)])
         print(f"  smoothing {strength:.1f}: {change / 255:.5f}")
 
@@ -64,14 +65,15 @@ def _step_costs(codec: JpegCodec, engine: TFLiteEngine, size: tuple[int, int]) -
     decoded = codec.decode_for_model(jpeg, spec.input_width, spec.input_height, (0, 0))
     alpha = engine.infer(decoded.pixels[None])[0]
     smoother = TemporalSmoother(0.8)
-    smoother(alpha)
+    sequences = itertools.count()
+    smoother(alpha, next(sequences))
     frame = decoded.frame
     full_alpha = guided_upscale(alpha, decoded.pixels, frame)
     steps = {
         "mask, bilinear, raw": lambda: codec.encode_mask(
             alpha, width, height, pb.MASK_ENCODING_RAW_U8
         ),
-        "temporal smoothing (model size)": lambda: smoother(alpha),
+        "temporal smoothing (model size)": lambda: smoother(alpha, next(sequences)),
         "decode at output size": lambda: codec.decode_for_model(
             jpeg, spec.input_width, spec.input_height, (0, 0)
         ),
