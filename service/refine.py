@@ -1,5 +1,5 @@
 """What happens to a model's alpha before it leaves: temporal smoothing, edge-aware upscaling
-and compositing. Pure numpy, run on the codec threads.
+and compositing, in numpy and OpenCV, run on the codec threads.
 
 - `TemporalSmoother`: per stream, mixes the new alpha with the previous one, more where the new
   one is uncertain (near 0.5) and not at all where it is sure, so a still person stops
@@ -13,7 +13,7 @@ and compositing. Pure numpy, run on the codec threads.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -112,14 +112,31 @@ class Background:
     blur_radius: float = 0.0
     color: tuple[int, int, int] | None = None
     image: np.ndarray | None = None  # RGB, any size; stretched to the frame
+    # A colour or an image is the same behind every frame of one size, so it is rendered once
+    # per size (filling a frame with a colour costs numpy 2 ms). One slot: a stream's frames
+    # keep their size, and a caller changing sizes at will cannot grow it.
+    _rendered: dict[tuple[int, ...], np.ndarray] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def render(self, frame: np.ndarray) -> np.ndarray:
-        height, width = frame.shape[:2]
-        if self.image is not None:
-            return resize(self.image, width, height)
-        if self.color is not None:
-            return np.broadcast_to(np.array(self.color, np.uint8), frame.shape)
+        if self.image is None and self.color is None:
+            return self._blurred(frame)
+        rendered = self._rendered.get(frame.shape)
+        if rendered is None:  # two codec threads may both render it: the same result
+            height, width = frame.shape[:2]
+            if self.image is not None:
+                rendered = resize(self.image, width, height)
+            else:
+                rendered = cv2.merge([np.full((height, width), c, np.uint8) for c in self.color])
+            rendered.flags.writeable = False
+            self._rendered.clear()
+            self._rendered[frame.shape] = rendered
+        return rendered
+
+    def _blurred(self, frame: np.ndarray) -> np.ndarray:
         # Blur a quarter-size copy and scale it back: the same look at a sixteenth of the cost.
+        height, width = frame.shape[:2]
         small = resize(frame, max(1, width // 4), max(1, height // 4))
         blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=max(self.blur_radius, 1.0) / 4)
         return resize(blurred, width, height)
@@ -127,7 +144,7 @@ class Background:
 
 def composite(frame: np.ndarray, alpha: np.ndarray, background: Background) -> np.ndarray:
     """The person from `frame` over `background`; alpha float (H, W) in [0, 1] at frame size."""
-    weight = (alpha * 255.0 + 0.5).astype(np.uint16)[..., None]
-    behind = background.render(frame).astype(np.uint16)
-    blended = frame.astype(np.uint16) * weight + behind * (255 - weight)
-    return ((blended + 127) // 255).astype(np.uint8)
+    alpha = np.asarray(alpha, np.float32)
+    # One SIMD pass of OpenCV over the pixels: frame * alpha + behind * (1 - alpha), rounded.
+    # The same sum in numpy's uint16 arithmetic took 8 ms at 640x480.
+    return cv2.blendLinear(frame, background.render(frame), alpha, 1.0 - alpha)

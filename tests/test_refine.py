@@ -16,7 +16,14 @@ from PIL import Image
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import RunningService
-from service.refine import TemporalSmoother, box_mean, guided_upscale, uncertainty
+from service.refine import (
+    Background,
+    TemporalSmoother,
+    box_mean,
+    composite,
+    guided_upscale,
+    uncertainty,
+)
 from tests.conftest import ENGINE_INDEPENDENT
 from tests.photos import astronaut_rgb, encode_jpeg, grace_hopper_rgb
 from tests.reference import iou
@@ -199,3 +206,17 @@ def test_a_frame_finishing_out_of_order_does_not_become_the_previous_mask() -> N
     following = np.full(4, 0.55, np.float32)
     expected = following + (newest - following) * uncertainty(following)
     assert np.allclose(smoother(following, sequence=4), expected)  # frame 3 stayed the previous
+
+
+def test_composite_is_the_alpha_weighted_sum_of_frame_and_background() -> None:
+    frame = grace_hopper_rgb()
+    height, width = frame.shape[:2]
+    alpha = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :].repeat(height, axis=0)
+    green = Background(color=(0, 255, 0))
+    expected = frame * alpha[..., None] + np.array([0, 255, 0]) * (1 - alpha[..., None])
+    assert np.abs(composite(frame, alpha, green).astype(np.float32) - expected).max() <= 1.0
+    # A colour is rendered once for frames of one size, and again for another size only.
+    behind = green.render(frame)
+    assert green.render(frame) is behind and not behind.flags.writeable
+    smaller = frame[: height // 2, : width // 2]
+    assert green.render(smaller).shape == smaller.shape and green.render(frame) is not behind
