@@ -78,6 +78,22 @@ def test_letterbox_fits_the_longer_side_and_pads_bottom_and_right(
     assert np.abs(decoded.pixels[:height, :width].astype(int) - expected).mean() < 4
 
 
+@pytest.mark.parametrize("size", [(640, 480), (1280, 720)])
+@pytest.mark.parametrize("fit", ["stretch", "letterbox"])
+def test_the_model_sees_the_same_pixels_whatever_output_is_asked_for(
+    codec: JpegCodec, size: tuple[int, int], fit: str
+) -> None:
+    # Composite and edge-aware answers need the frame at full size, so it is decoded whole;
+    # the model's input still comes out as from a decode at the model's own scale.
+    jpeg = video_frame_jpeg(*size)
+    model_input = (256, 256) if fit == "stretch" else (513, 513)
+    alone = codec.decode_for_model(jpeg, *model_input, fit=fit)
+    with_frame = codec.decode_for_model(jpeg, *model_input, (0, 0), fit=fit)
+    assert with_frame.frame is not None and with_frame.frame.shape == (size[1], size[0], 3)
+    assert with_frame.content_size == alone.content_size
+    assert np.abs(with_frame.pixels.astype(int) - alone.pixels).mean() < 1
+
+
 def assert_frame_error(reason: FrameErrorReason, call, *args: object) -> FrameError:
     with pytest.raises(FrameError) as caught:
         call(*args)
