@@ -78,6 +78,7 @@ class TFLiteEngine:
         self, spec: ModelSpec, model_path: Path, num_threads: int, copies: int = 1
     ) -> None:
         self.spec = spec
+        self._copies = copies
         self._plan = SubBatchPlan.fewest_runs(self.CANDIDATE_SIZES)
         self.batch_sizes: tuple[int, ...] = self.CANDIDATE_SIZES
         # The copy used last goes out first: its memory is still in the caches.
@@ -127,9 +128,9 @@ class TFLiteEngine:
         return frames  # sub-batches add up to the batch exactly: nothing is padded
 
     def warm_up(self) -> None:
-        """Runs every size on every copy, times each size on the first copy, plans the splits
-        from those times and lets go of the interpreters no split uses."""
-        copies = [self._free.get() for _ in range(self._free.qsize())]  # all: each one runs
+        """Runs and times every size on the first copy, plans the splits from those times, lets
+        go of the interpreters no split uses, and runs the sizes kept on every copy."""
+        copies = [self._free.get() for _ in range(self._copies)]  # all: each one runs
         for size, interpreter in copies[0].items():
             self._run(interpreter, _blank_frames(self.spec, size))
         seconds_per_run = {
@@ -326,6 +327,7 @@ def create_engine(config: ServiceConfig, spec: ModelSpec, model_path: Path) -> E
     tflite = TFLiteEngine(
         spec, model_path, config.engine_threads, copies=config.max_batches_in_flight
     )
+    tflite.warm_up()  # times its runs and plans its splits: compare it as it will serve
     costs = {engine: measure_ms_per_frame(engine) for engine in (tflite, tensorflow)}
     chosen = min(costs, key=costs.__getitem__)
     log.info(

@@ -129,6 +129,7 @@ class Background:
                 rendered = resize(self.image, width, height)
             else:
                 rendered = cv2.merge([np.full((height, width), c, np.uint8) for c in self.color])
+            rendered = rendered.view()  # read-only without freezing the caller's image
             rendered.flags.writeable = False
             self._rendered.clear()
             self._rendered[frame.shape] = rendered

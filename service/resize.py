@@ -19,7 +19,7 @@ import numpy as np
 cv2.setNumThreads(1)  # callers run on their own threads; OpenCV's pool would oversubscribe
 
 _ALIASING_RATIO = 1.5
-# Halving leaves at least 1.25x to the last step: a box filter that ends close to the target
+# Halving leaves about 1.25x or more to the last step: a box filter that ends close to the target
 # size weighs pixels differently enough from the ideal antialiased stretch to move a mask
 # (IoU 0.984 at 2.08x on the landscape model, where the area filter keeps 0.99).
 _HALVING_RATIO = 2.5

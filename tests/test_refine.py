@@ -220,3 +220,7 @@ def test_composite_is_the_alpha_weighted_sum_of_frame_and_background() -> None:
     assert green.render(frame) is behind and not behind.flags.writeable
     smaller = frame[: height // 2, : width // 2]
     assert green.render(smaller).shape == smaller.shape and green.render(frame) is not behind
+    # An image of the frame's own size is used as it is, and stays the caller's to change.
+    image = frame[::-1].copy()
+    assert np.array_equal(Background(image=image).render(frame), image)
+    image[0, 0] = 0
