@@ -69,7 +69,7 @@ class TFLiteEngine:
     name = "tflite"
     device = "cpu"
     # Sizes of one run tried at warm-up. Batches of 5 or 7 are split into these; leaving those
-    # two out saves start-up time and memory, and on no CPU measured so far did they win.
+    # two out saves start-up time and memory, and on the development machine neither beat 3.
     CANDIDATE_SIZES = (1, 2, 3, 4, 6, 8)
     _TIMED_ROUNDS = 2  # the faster of two runs of each size: a run preempted once is no figure
     max_batch_size = None
@@ -80,6 +80,7 @@ class TFLiteEngine:
         self.spec = spec
         self._copies = copies
         self._plan = SubBatchPlan.fewest_runs(self.CANDIDATE_SIZES)
+        self._planned = False  # the plan is measured once, at the first warm-up
         self.batch_sizes: tuple[int, ...] = self.CANDIDATE_SIZES
         # The copy used last goes out first: its memory is still in the caches.
         self._free: queue.LifoQueue[_Interpreters] = queue.LifoQueue()
@@ -128,9 +129,21 @@ class TFLiteEngine:
         return frames  # sub-batches add up to the batch exactly: nothing is padded
 
     def warm_up(self) -> None:
-        """Runs and times every size on the first copy, plans the splits from those times, lets
-        go of the interpreters no split uses, and runs the sizes kept on every copy."""
+        """The first time, runs and times every size on the first copy, plans the splits from
+        those times and lets go of the interpreters no split uses; then runs the sizes kept on
+        every copy. A later call (`--engine auto` warms the engine before comparing, and the
+        pipeline again) keeps the plan."""
         copies = [self._free.get() for _ in range(self._copies)]  # all: each one runs
+        if not self._planned:
+            self._plan_from_timings(copies)
+        for interpreters in copies:
+            for size in set(interpreters) - set(self.batch_sizes):
+                del interpreters[size]
+            for size in self.batch_sizes:
+                self._run(interpreters[size], _blank_frames(self.spec, size))
+            self._free.put(interpreters)
+
+    def _plan_from_timings(self, copies: list[_Interpreters]) -> None:
         for size, interpreter in copies[0].items():
             self._run(interpreter, _blank_frames(self.spec, size))
         seconds_per_run = {
@@ -142,12 +155,7 @@ class TFLiteEngine:
         }
         self._plan = SubBatchPlan(seconds_per_run)
         self.batch_sizes = self._plan.sizes_used
-        for interpreters in copies:
-            for size in set(interpreters) - set(self.batch_sizes):
-                del interpreters[size]
-            for size in self.batch_sizes:
-                self._run(interpreters[size], _blank_frames(self.spec, size))
-            self._free.put(interpreters)
+        self._planned = True
         log.info(
             "warmed up %s on %s, %d copies; one run costs %s; batches split into runs of %s",
             self.spec.name,

@@ -66,6 +66,12 @@ def test_tflite_splits_batches_by_the_costs_it_measured_at_warm_up(
     # Whatever the split, every frame gets its own alpha, on either copy of the model.
     for batch in (2, 5, 7, 8):
         assert np.abs(engine.infer(frames[:batch]) - one_by_one[:batch]).max() <= 1e-5
+    # A second warm-up (`--engine auto` warms before comparing, the pipeline again) keeps it.
+    kept = engine.batch_sizes
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="service.engine"):
+        engine.warm_up()
+    assert engine.batch_sizes == kept and not caplog.records
 
 
 def test_xla_compiled_tensorflow_matches(
