@@ -38,6 +38,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	# The torch engine's CPU tests: the pinned CPU wheel (the `torch` extra admits the GPU
+	# host's 2.11; left unpinned, pip would pull a CUDA build of several GB).
+	$(BIN)/pip install -q torch==2.13.0
 	touch $@
 
 stubs: $(STUBS)

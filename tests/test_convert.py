@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import convert
+from models import convert, tensorflow_target
 from models.convert import (
     INPUT_NAME,
     OUTPUT_NAME,
@@ -113,7 +113,7 @@ def test_ensure_savedmodel_uses_the_cache(
     def no_conversion(*args: object) -> Path:
         raise AssertionError("converted again although the cache holds the model")
 
-    monkeypatch.setattr(convert, "convert_to_savedmodel", no_conversion)
+    monkeypatch.setattr(tensorflow_target, "convert_to_savedmodel", no_conversion)
     path = ensure_savedmodel(spec, model_paths[spec.name], savedmodels)
     assert path == savedmodels / (
         f"selfie-landscape-{spec.sha256[:16]}-v{convert.CONVERTER_VERSION}.savedmodel"
