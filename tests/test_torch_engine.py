@@ -1,0 +1,78 @@
+"""The torch engine on the CPU: the same alpha as the TFLite engine, the engine contract, and
+the CUDA side's own decisions (padding, chunks, the float16 check) as plain functions."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.registry import model_spec
+from models.verify import photo_frames
+from service.engine import TFLiteEngine
+from service.engines.torch_engine import TorchEngine, chunks, half_holds, mask_iou
+
+SPEC = model_spec("selfie-general")
+
+
+@pytest.fixture(scope="module")
+def torch_engine(model_paths: dict[str, Path]) -> TorchEngine:
+    return TorchEngine(SPEC, model_paths[SPEC.name], "cpu", threads=1)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_torch_gives_the_tflite_engines_alpha(
+    torch_engine: TorchEngine, model_paths: dict[str, Path], batch: int
+) -> None:
+    frames = photo_frames(SPEC, 8)[np.arange(batch) % 8]
+    tflite = TFLiteEngine(SPEC, model_paths[SPEC.name], num_threads=1).infer(frames)
+    alpha = torch_engine.infer(frames)
+    assert alpha.dtype == np.float32 and alpha.shape == (batch, 256, 256)
+    assert np.abs(alpha - tflite).max() <= 1e-3
+
+
+def test_the_engine_contract_on_the_cpu(
+    torch_engine: TorchEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert (torch_engine.name, torch_engine.device) == ("torch", "cpu")
+    assert torch_engine.precision == "float32" and torch_engine.max_batch_size is None
+    assert torch_engine.padded_size(5) == 5  # the CPU runs any batch as it comes
+    with caplog.at_level(logging.INFO, logger="service.engines.torch_engine"):
+        torch_engine.warm_up()
+        torch_engine.warm_up()  # a second warm-up (`--engine auto`, then the pipeline) is free
+    lines = [r.getMessage() for r in caplog.records if "warmed up" in r.getMessage()]
+    assert len(lines) == 1 and "selfie-general on torch (cpu, float32)" in lines[0]
+
+
+def test_an_unknown_precision_is_refused(model_paths: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"precision must be one of .*; was 'int8'"):
+        TorchEngine(SPEC, model_paths[SPEC.name], precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("frames", "runs"),
+    [
+        (1, [(0, 1, 1)]),
+        (3, [(0, 3, 4)]),
+        (32, [(0, 32, 32)]),
+        (40, [(0, 32, 32), (32, 8, 8)]),
+        (70, [(0, 32, 32), (32, 32, 32), (64, 6, 8)]),
+    ],
+)
+def test_cuda_batches_run_in_chunks_padded_to_the_captured_sizes(
+    frames: int, runs: list[tuple[int, int, int]]
+) -> None:
+    assert chunks(frames, (1, 2, 4, 8, 16, 32)) == runs
+
+
+def test_float16_is_kept_only_where_every_frame_keeps_its_mask() -> None:
+    full = np.zeros((2, 10, 10), np.float32)
+    full[:, :, :5] = 0.9
+    nearly = full.copy()
+    nearly[0, 0, 5] = 0.6  # one pixel of 50: IoU 0.98
+    assert mask_iou(full[0], nearly[0]) == pytest.approx(50 / 51)
+    assert half_holds(full, full) and not half_holds(full, nearly)
+    assert half_holds(full, nearly, least=0.98)
+    assert mask_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
