@@ -25,18 +25,18 @@ from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
-from service.auth import BearerTokenInterceptor
-from service.codec import JpegCodec
+from service.api.auth import BearerTokenInterceptor
+from service.api.servicer import SegmentationServicer
 from service.config import ServiceConfig
-from service.deeplab_engine import DeepLabEngine
-from service.engine import configure_tensorflow, create_engine
-from service.frame_budget import FrameBudget
+from service.engines.base import configure_tensorflow, create_engine
+from service.engines.deeplab import DeepLabEngine
+from service.frames.codec import JpegCodec
+from service.frames.pipeline import ModelPipeline
+from service.frames.workers import WorkerThreads
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
-from service.pipeline import ModelPipeline
-from service.registry import StreamRegistry
-from service.server import SegmentationServicer
-from service.streams import VideoStream
-from service.workers import WorkerThreads
+from service.streams.admission import FrameBudget
+from service.streams.registry import StreamRegistry
+from service.streams.video_stream import VideoStream
 
 log = logging.getLogger(__name__)
 

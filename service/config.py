@@ -14,7 +14,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from models.fetch import default_model_dir
 from models.registry import MODELS
-from service.batcher import BatchPolicy
+from service.batching.batcher import BatchPolicy
 
 ENV_PREFIX = "SEGMENTATION_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -17,7 +17,7 @@ import numpy as np
 
 from models.deeplab import DeepLabLoadError, DeepLabModel
 from models.registry import ModelSpec
-from service.engine import padded_size, run_padded
+from service.engines.base import padded_size, run_padded
 
 if TYPE_CHECKING:
     from models.deeplab_batched import BatchedDeepLab

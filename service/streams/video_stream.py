@@ -16,13 +16,13 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from service.answers import FrameAnswer, FrameOutcome, IncomingFrame
-from service.batcher import Clock
+from service.batching.batcher import Clock
 from service.errors import FrameError, internal_error
-from service.frame_budget import FrameBudget
-from service.pipeline import OutputRequest, SegmentedFrame, SmoothFrame
-from service.refine import TemporalSmoother
-from service.stream_stats import StreamStats
+from service.frames.pipeline import OutputRequest, SegmentedFrame, SmoothFrame
+from service.frames.refine import TemporalSmoother
+from service.streams.admission import FrameBudget
+from service.streams.answers import FrameAnswer, FrameOutcome, IncomingFrame
+from service.streams.stats import StreamStats
 
 log = logging.getLogger(__name__)
 

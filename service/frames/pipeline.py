@@ -15,15 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.batch_runner import BatchRunner, StreamCadence
-from service.batcher import BatchPolicy, Clock
-from service.codec import DecodedFrame, EncodedMask, JpegCodec
-from service.engine import Engine
+from service.batching.batcher import BatchPolicy, Clock
+from service.batching.runner import BatchRunner, StreamCadence
+from service.engines.base import Engine
 from service.errors import InvalidConfigError
+from service.frames.codec import DecodedFrame, EncodedMask, JpegCodec
+from service.frames.refine import Background, composite, guided_upscale
+from service.frames.resize import resize
+from service.frames.workers import WorkerThreads
 from service.metrics import ModelMetrics
-from service.refine import Background, composite, guided_upscale
-from service.resize import resize
-from service.workers import WorkerThreads
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from service.resize import resize
+from service.frames.resize import resize
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 

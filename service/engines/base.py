@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from models.registry import ModelSpec
-from service.sub_batches import SubBatchPlan
+from service.engines.sub_batches import SubBatchPlan
 
 if TYPE_CHECKING:
     from service.config import ServiceConfig

@@ -14,8 +14,7 @@ from google.protobuf.message import DecodeError
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
-from service.answers import FrameAnswer, FrameOutcome, IncomingFrame
-from service.codec import EncodedMask, JpegCodec
+from service.api.idle import IdleWatch
 from service.config import ServiceConfig
 from service.errors import (
     FrameError,
@@ -30,13 +29,14 @@ from service.errors import (
     UnknownModelError,
     internal_error,
 )
-from service.frame_budget import FrameBudget
-from service.idle import IdleWatch
+from service.frames.codec import EncodedMask, JpegCodec
+from service.frames.pipeline import CompositeRequest, FrameTimings, ModelPipeline, OutputRequest
+from service.frames.refine import Background
 from service.metrics import ModelMetrics, ServiceMetrics
-from service.pipeline import CompositeRequest, FrameTimings, ModelPipeline, OutputRequest
-from service.refine import Background
-from service.registry import StreamRegistry
-from service.streams import VideoStream
+from service.streams.admission import FrameBudget
+from service.streams.answers import FrameAnswer, FrameOutcome, IncomingFrame
+from service.streams.registry import StreamRegistry
+from service.streams.video_stream import VideoStream
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.batcher import Batch, Batcher, BatchPolicy, Clock, Outlook
-from service.engine import Engine
+from service.batching.batcher import Batch, Batcher, BatchPolicy, Clock, Outlook
+from service.engines.base import Engine
 from service.errors import internal_error
 from service.metrics import ModelMetrics
 from service.threads import name_this_thread

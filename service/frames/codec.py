@@ -34,7 +34,7 @@ from turbojpeg import (
 from models.registry import Fit
 from segmentation.v1 import segmentation_pb2 as pb
 from service.errors import FrameError, FrameErrorReason
-from service.resize import resize
+from service.frames.resize import resize
 
 _DECODE_FLAGS = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS
 _MASK_JPEG_QUALITY = 90

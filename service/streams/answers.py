@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from service.errors import FrameError
-from service.pipeline import SegmentedFrame
+from service.frames.pipeline import SegmentedFrame
 
 
 class FrameOutcome(StrEnum):

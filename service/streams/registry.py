@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from service.errors import StreamReplacedError, TooManyStreamsError
 from service.metrics import StreamReport
-from service.streams import VideoStream
+from service.streams.video_stream import VideoStream
 
 
 class StreamRegistry:
