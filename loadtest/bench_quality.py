@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.frames import video_sequence
-from loadtest.timing import median_ms
+from service.timing import median_ms
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb

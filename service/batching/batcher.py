@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from service.clock import Clock
+
 Item = TypeVar("Item")
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)

@@ -1,78 +1,72 @@
-"""Runs the batches that the batcher closes on one model's engine threads, and hands each frame
-its output.
+"""Runs the batches that the batcher closes on one model's engine threads, and hands each item
+its share of the result.
 
 The loop takes every batch that is due while the engine has room, then sleeps until the batcher
-says the next one is due (or until something changes: a frame decoded or queued, a batch done,
-a stream gone). It never decides itself when a batch closes: `batcher.Batcher` does. If the
-loop ever dies, every frame waiting for a batch, and every frame after, gets an INTERNAL error
+says the next one is due (or until something changes: a frame on its way or queued, a batch
+done, a stream gone). It never decides itself when a batch closes: `batcher.Batcher` does, and
+it never knows what a batch holds: its `BatchWork` (the model's frame path) runs it. If the
+loop ever dies, every item waiting for a batch, and every item after, gets an INTERNAL error
 instead of waiting for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
-import numpy as np
-
-from service.batching.batcher import Batch, Batcher, BatchPolicy, Clock, Outlook
-from service.engines.base import Engine
-from service.errors import internal_error
+from service.batching.batcher import Batch, Batcher, BatchPolicy, Outlook
+from service.batching.cadence import StreamCadence
+from service.clock import Clock
+from service.errors import FrameError, internal_error
 from service.metrics import ModelMetrics
 from service.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class BatchWork(Protocol[Item, Result]):
+    """What runs a batch: the model's frame path."""
+
+    def warm_up(self) -> None:
+        """Runs every batch shape once, on an engine thread, before anything is served."""
+        ...
+
+    def run_batch(self, items: Sequence[Item]) -> Sequence[Result | FrameError]:
+        """One result per item, in order, on an engine thread; a FrameError fails that item
+        alone."""
+        ...
+
+    def padded_size(self, items: int) -> int:
+        """Items the model computes for a batch of `items`, padding included."""
+        ...
+
 
 @dataclass(frozen=True)
-class BatchOutput:
-    """One frame's share of a batch that ran."""
+class BatchOutput(Generic[Result]):
+    """One item's share of a batch that ran."""
 
-    alpha: np.ndarray  # float32 (H, W) at the model's input size
+    result: Result
     batch_size: int
     batch_wait_s: float
     inference_s: float
 
 
 @dataclass(eq=False)
-class FrameForBatch:
-    """A decoded frame in the batcher's queue; `output` resolves when its batch has run."""
-
-    pixels: np.ndarray
-    output: asyncio.Future[BatchOutput]
+class _Queued(Generic[Item, Result]):
+    item: Item
+    output: asyncio.Future[BatchOutput[Result]]
 
 
-class StreamCadence:
-    """When one stream's next frame is due, from the gaps between its frames so far, so that
-    the batcher knows whether waiting can bring it into a batch."""
-
-    _SMOOTHING = 0.2  # weight of the newest gap in the running estimate
-    _LONGEST_GAP_S = 1.0  # a longer gap is a pause, not the stream's frame rate
-
-    def __init__(self) -> None:
-        self._last_at: float | None = None
-        self._interval_s: float | None = None
-
-    def frame_arrived(self, now: float) -> None:
-        if self._last_at is not None and now - self._last_at < self._LONGEST_GAP_S:
-            gap = now - self._last_at
-            if self._interval_s is None:
-                self._interval_s = gap
-            else:
-                self._interval_s += self._SMOOTHING * (gap - self._interval_s)
-        self._last_at = now
-
-    @property
-    def next_frame_due_at(self) -> float | None:
-        if self._last_at is None or self._interval_s is None:
-            return None
-        return self._last_at + self._interval_s
-
-
-class BatchRunner:
+class BatchRunner(Generic[Item, Result]):
     """One model's batch loop and engine threads: up to `policy.max_batches_in_flight`
     batches run side by side, each on its own engine thread.
 
@@ -82,27 +76,27 @@ class BatchRunner:
 
     def __init__(
         self,
-        engine: Engine,
+        work: BatchWork[Item, Result],
         policy: BatchPolicy,
         metrics: ModelMetrics,
+        name: str,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.engine = engine
-        name = engine.spec.name
-        # Engines whose infer() is thread-safe run that many batches side by side.
+        self._work = work
+        self._name = name
         self._engine_executor = ThreadPoolExecutor(
             max_workers=policy.max_batches_in_flight,
             thread_name_prefix=f"engine-{name}",
             initializer=name_this_thread,
             initargs=(f"engine-{name}",),
         )
-        self._batcher: Batcher[FrameForBatch] = Batcher(policy, clock)
+        self._batcher: Batcher[_Queued[Item, Result]] = Batcher(policy, clock)
         self._max_batches_in_flight = policy.max_batches_in_flight
         self._batches_in_flight = 0
         self._metrics = metrics
         self._clock = clock
         self._wakeup = asyncio.Event()
-        self.frames_decoding = 0  # frames of this model being decoded: they join soon
+        self._frames_on_their_way = 0  # admitted and being prepared: they join soon
         self._cadences: set[StreamCadence] = set()
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
@@ -110,7 +104,7 @@ class BatchRunner:
 
     @property
     def frames_waiting(self) -> int:
-        """Frames decoded and waiting for their batch to close."""
+        """Items queued and waiting for their batch to close."""
         return len(self._batcher)
 
     @property
@@ -118,11 +112,9 @@ class BatchRunner:
         return self._batches_in_flight
 
     async def start(self) -> None:
-        """Warms the engine up on its own thread, then starts taking batches."""
-        await asyncio.get_running_loop().run_in_executor(self._engine_executor, self.engine.warm_up)
-        self._loop_task = asyncio.create_task(
-            self._run_batches(), name=f"batches-{self.engine.spec.name}"
-        )
+        """Warms the model up on its own thread, then starts taking batches."""
+        await asyncio.get_running_loop().run_in_executor(self._engine_executor, self._work.warm_up)
+        self._loop_task = asyncio.create_task(self._run_batches(), name=f"batches-{self._name}")
         self._loop_task.add_done_callback(self._on_loop_end)
 
     async def stop(self) -> None:
@@ -133,7 +125,7 @@ class BatchRunner:
         self._engine_executor.shutdown(wait=True)
 
     def open_stream(self) -> StreamCadence:
-        """Registers a stream of this model, whose frames the batcher may wait for."""
+        """Registers a stream, whose frames the batcher may wait for."""
         cadence = StreamCadence()
         self._cadences.add(cadence)
         return cadence
@@ -142,29 +134,36 @@ class BatchRunner:
         self._cadences.discard(cadence)
         self._wakeup.set()  # a batch waiting for this stream's frame closes now
 
-    def frame_decoded(self) -> None:
-        """One of `frames_decoding` is done (or failed): the batcher may have waited for it."""
-        self.frames_decoding -= 1
-        self._wakeup.set()
+    @contextlib.contextmanager
+    def frame_on_its_way(self) -> Iterator[None]:
+        """Marks a frame being prepared for a batch: the batcher may wait for it until the
+        block ends (prepared, or failed)."""
+        self._frames_on_their_way += 1
+        try:
+            yield
+        finally:
+            self._frames_on_their_way -= 1
+            self._wakeup.set()
 
-    def add(self, pixels: np.ndarray) -> FrameForBatch:
-        """Queues a decoded frame for a batch; await its `output`, and `remove()` it if the
-        caller goes away first."""
+    async def run(self, item: Item) -> BatchOutput[Result]:
+        """Queues `item` for a batch and returns its share once the batch ran; an item whose
+        caller goes away first leaves the queue."""
         if self._loop_failure is not None:
             raise internal_error(self._loop_failure, "the batch loop stopped")
-        frame = FrameForBatch(pixels, asyncio.get_running_loop().create_future())
-        self._batcher.add(frame)
+        queued = _Queued[Item, Result](item, asyncio.get_running_loop().create_future())
+        self._batcher.add(queued)
         self._wakeup.set()
-        return frame
-
-    def remove(self, frame: FrameForBatch) -> None:
-        self._batcher.remove(frame)
+        try:
+            return await queued.output
+        except asyncio.CancelledError:
+            self._batcher.remove(queued)
+            raise
 
     def _outlook(self) -> Outlook:
         due = [cadence.next_frame_due_at for cadence in self._cadences]
         known = tuple(at for at in due if at is not None)
         return Outlook(
-            self.frames_decoding,
+            self._frames_on_their_way,
             known,
             streams_starting=len(due) - len(known),
             idle_engines=self._max_batches_in_flight - self._batches_in_flight,
@@ -198,45 +197,47 @@ class BatchRunner:
         if task.cancelled() or task.exception() is None:
             return
         self._loop_failure = task.exception()
-        log.error("the batch loop of %s died", self.engine.spec.name, exc_info=self._loop_failure)
+        log.error("the batch loop of %s died", self._name, exc_info=self._loop_failure)
         failure = internal_error(self._loop_failure, "the batch loop stopped")
-        for frame in self._batcher.take_all():
-            if not frame.output.done():
-                frame.output.set_exception(failure)
+        for queued in self._batcher.take_all():
+            if not queued.output.done():
+                queued.output.set_exception(failure)
 
-    async def _run_batch(self, batch: Batch[FrameForBatch]) -> None:
-        # Frames whose caller went away while the batch formed are not run.
+    async def _run_batch(self, batch: Batch[_Queued[Item, Result]]) -> None:
+        # Items whose caller went away while the batch formed are not run.
         live = [
-            (frame, waited_s)
-            for frame, waited_s in zip(batch.items, batch.waited_s, strict=True)
-            if not frame.output.done()
+            (queued, waited_s)
+            for queued, waited_s in zip(batch.items, batch.waited_s, strict=True)
+            if not queued.output.done()
         ]
-        frames = [frame for frame, _ in live]
         try:
-            if not frames:
+            if not live:
                 return
-            alphas, inference_s = await asyncio.get_running_loop().run_in_executor(
-                self._engine_executor, self._infer, [frame.pixels for frame in frames]
+            results, inference_s = await asyncio.get_running_loop().run_in_executor(
+                self._engine_executor, self._run_work, [queued.item for queued, _ in live]
             )
-            self._metrics.observe_batch(len(frames), self.engine.padded_size(len(frames)))
-            for (frame, batch_wait_s), alpha in zip(live, alphas, strict=True):
-                if not frame.output.done():
-                    frame.output.set_result(
-                        BatchOutput(alpha, len(frames), batch_wait_s, inference_s)
-                    )
+            self._metrics.observe_batch(len(live), self._work.padded_size(len(live)))
+            for (queued, batch_wait_s), result in zip(live, results, strict=True):
+                if queued.output.done():
+                    continue
+                if isinstance(result, FrameError):
+                    queued.output.set_exception(result)
+                else:
+                    output = BatchOutput(result, len(live), batch_wait_s, inference_s)
+                    queued.output.set_result(output)
         except Exception as error:
-            log.exception("inference of a batch of %d frames failed", len(frames))
+            log.exception("a batch of %d frames failed", len(live))
             failure = internal_error(error, "inference failed")
-            for frame in frames:
-                if not frame.output.done():
-                    frame.output.set_exception(failure)
+            for queued, _ in live:
+                if not queued.output.done():
+                    queued.output.set_exception(failure)
         finally:
             self._batches_in_flight -= 1
             self._wakeup.set()
 
-    def _infer(self, pixels: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    def _run_work(self, items: list[Item]) -> tuple[Sequence[Result | FrameError], float]:
         started = self._clock()
-        alphas = self.engine.infer(np.stack(pixels))
-        if len(alphas) != len(pixels):
-            raise RuntimeError(f"engine returned {len(alphas)} masks for {len(pixels)} frames")
-        return alphas, self._clock() - started
+        results = self._work.run_batch(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"the batch gave {len(results)} results for {len(items)} frames")
+        return results, self._clock() - started

@@ -1,95 +1,38 @@
-"""The path of one frame through one model: decode, wait for its batch, refine and encode.
+"""One model's frames, from each stream's JPEG to its answer: prepare, batch, finish.
 
-Decoding and encoding run on the shared codec threads; the event loop only moves frames between
-them and the model's `BatchRunner`, which runs the batches on the engine threads. This module
-does the per-frame work and nothing else: when batches close is `batcher.Batcher`'s decision.
+`ModelPipeline` joins a model's frame path (`path.FramePath`) to its batch runner, and each
+stream of the model holds a `StreamHandle` from `open_stream()`: the handle tells the batcher
+when the stream's next frame is due and keeps the stream's smoothing state, and it leaves with
+`close()`. A frame's path reads one call per step: `StreamHandle.segment` ->
+`FramePath.prepare` -> `BatchRunner.run` (which runs `FramePath.run_batch` on an engine
+thread) -> `FramePath.finish`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import dataclasses
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
-
-from service.batching.batcher import BatchPolicy, Clock
-from service.batching.runner import BatchRunner, StreamCadence
+from service.batching.batcher import BatchPolicy
+from service.batching.cadence import StreamCadence
+from service.batching.runner import BatchRunner
+from service.clock import Clock
 from service.engines.base import Engine
-from service.errors import InvalidConfigError
-from service.frames.codec import DecodedFrame, EncodedMask, JpegCodec
-from service.frames.refine import Background, composite, guided_upscale
-from service.frames.resize import resize
-from service.frames.workers import WorkerThreads
+from service.frames.path import FrameJob, FramePath
+from service.frames.refine import TemporalSmoother
+from service.frames.requests import FrameTimings, OutputRequest, SegmentedFrame
 from service.metrics import ModelMetrics
 
-log = logging.getLogger(__name__)
 
-# One frame's temporal smoothing with its stream's state: alpha at model size in and out.
-SmoothFrame = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True)
-class CompositeRequest:
-    background: Background
-    jpeg_quality: int = 85
-
-
-@dataclass(frozen=True)
-class OutputRequest:
-    """What the caller wants back: a mask, or the composited frame. A size of 0 x 0 means the
-    frame's own size."""
-
-    width: int
-    height: int
-    encoding: int  # pb.MaskEncoding
-    edge_aware: bool = False  # guided upscaling, which needs the full-resolution frame
-    composite: CompositeRequest | None = None  # the composited frame instead of a mask
-
-    @property
-    def needs_frame(self) -> bool:
-        return self.edge_aware or self.composite is not None
-
-    def check(self, max_pixels: int) -> None:
-        if (self.width == 0) != (self.height == 0):
-            raise InvalidConfigError(
-                f"mask size must give both width and height, or neither; "
-                f"was {self.width}x{self.height}"
-            )
-        if self.width * self.height > max_pixels:
-            raise InvalidConfigError(
-                f"mask {self.width}x{self.height} has more than {max_pixels} pixels"
-            )
-
-
-@dataclass
-class FrameTimings:
-    decode_s: float = 0.0
-    batch_wait_s: float = 0.0
-    inference_s: float = 0.0
-    encode_s: float = 0.0
-    total_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    width: int
-    height: int
-    jpeg: bytes
-
-
-@dataclass(frozen=True)
-class SegmentedFrame:
-    mask: EncodedMask | None  # None when a composite was asked for
-    batch_size: int
-    timings: FrameTimings
-    composited: EncodedImage | None = None
-
-    @property
-    def sent_bytes(self) -> int:
-        return len(self.mask.data) if self.mask else len(self.composited.jpeg)
+def policy_for(path: FramePath, policy: BatchPolicy) -> BatchPolicy:
+    """The batching policy as this path can run it: no batch over its largest, and as many
+    batches in flight as it has engine threads."""
+    max_batch_size = policy.max_batch_size
+    if path.max_batch_size is not None:
+        max_batch_size = min(max_batch_size, path.max_batch_size)
+    return dataclasses.replace(
+        policy, max_batch_size=max_batch_size, max_batches_in_flight=path.batches_at_once
+    )
 
 
 class ModelPipeline:
@@ -98,92 +41,72 @@ class ModelPipeline:
     def __init__(
         self,
         engine: Engine,
-        codec: JpegCodec,
-        codec_workers: WorkerThreads,
+        path: FramePath,
         policy: BatchPolicy,
         metrics: ModelMetrics,
         clock: Clock = time.monotonic,
     ) -> None:
         self.engine = engine
         self.spec = engine.spec
-        self._codec = codec
-        self._codec_workers = codec_workers
-        self._clock = clock
-        self.batches = BatchRunner(engine, policy, metrics, clock)
+        self._path = path
+        self.clock = clock
+        self.batch_runner = BatchRunner(path, policy_for(path, policy), metrics, self.spec.name)
 
     async def start(self) -> None:
-        await self.batches.start()
+        await self.batch_runner.start()
 
     async def stop(self) -> None:
-        await self.batches.stop()
+        await self.batch_runner.stop()
 
-    async def segment(
-        self,
-        jpeg: bytes,
-        mask: OutputRequest,
-        smooth_frame: SmoothFrame | None = None,
-        cadence: StreamCadence | None = None,
-    ) -> SegmentedFrame:
+    def open_stream(self, request: OutputRequest, smoothing_strength: float = 0.0) -> StreamHandle:
+        """A stream's place in this model's batches; `close()` it when the stream ends."""
+        smoother = TemporalSmoother(smoothing_strength) if smoothing_strength else None
+        return StreamHandle(self, request, self.batch_runner.open_stream(), smoother)
+
+    async def segment(self, jpeg: bytes, request: OutputRequest) -> SegmentedFrame:
+        """One frame outside any stream (the unary `Segment` call)."""
+        return await self.run(FrameJob(jpeg, request))
+
+    async def run(self, job: FrameJob) -> SegmentedFrame:
         """Segments one frame; raises FrameError when this frame cannot be served."""
-        batches = self.batches
-        started = self._clock()
-        if cadence is not None:
-            cadence.frame_arrived(started)
-        batches.frames_decoding += 1
-        try:
-            decoded = await self._codec_workers.run(
-                self._codec.decode_for_model,
-                jpeg,
-                self.spec.input_width,
-                self.spec.input_height,
-                (mask.width, mask.height) if mask.needs_frame else None,
-                self.spec.fit,
-            )
-        finally:
-            batches.frame_decoded()
-        decoded_at = self._clock()
-        queued = batches.add(decoded.pixels)
-        try:
-            output = await queued.output
-        except asyncio.CancelledError:
-            batches.remove(queued)
-            raise
-        encode_started = self._clock()
-        encoded, composited = await self._codec_workers.run(
-            self._finish, output.alpha, decoded, mask, smooth_frame
-        )
-        finished = self._clock()
+        started = self.clock()
+        with self.batch_runner.frame_on_its_way():
+            prepared = await self._path.prepare(job)
+        prepared_at = self.clock()
+        output = await self.batch_runner.run(prepared)
+        finish_started = self.clock()
+        mask, composited = await self._path.finish(job, prepared, output.result)
+        finished = self.clock()
         timings = FrameTimings(
-            decode_s=decoded_at - started,
+            decode_s=prepared_at - started,
             batch_wait_s=output.batch_wait_s,
             inference_s=output.inference_s,
-            encode_s=finished - encode_started,
+            encode_s=finished - finish_started,
             total_s=finished - started,
         )
-        return SegmentedFrame(encoded, output.batch_size, timings, composited)
+        return SegmentedFrame(mask, output.batch_size, timings, composited)
 
-    def _finish(
+
+class StreamHandle:
+    """One stream's place in a model's batches: its cadence, its output and its smoothing."""
+
+    def __init__(
         self,
-        alpha: np.ndarray,
-        decoded: DecodedFrame,
+        pipeline: ModelPipeline,
         request: OutputRequest,
-        smooth_frame: SmoothFrame | None,
-    ) -> tuple[EncodedMask | None, EncodedImage | None]:
-        """Smooths, upscales and encodes one frame's alpha (on a codec thread)."""
-        if smooth_frame is not None:
-            alpha = smooth_frame(alpha)
-        pixels = decoded.pixels
-        if decoded.content_size is not None:
-            # Letterboxed: the padding is no part of the frame, so it is cut before upscaling.
-            content_width, content_height = decoded.content_size
-            alpha = alpha[:content_height, :content_width]
-            pixels = pixels[:content_height, :content_width]
-        width, height = request.width or decoded.width, request.height or decoded.height
-        if request.edge_aware:
-            alpha = guided_upscale(alpha, pixels, decoded.frame)
-        if request.composite is None:
-            return self._codec.encode_mask(alpha, width, height, request.encoding), None
-        alpha = resize(alpha, width, height)
-        image = composite(decoded.frame, alpha, request.composite.background)
-        jpeg = self._codec.encode_rgb(image, request.composite.jpeg_quality)
-        return None, EncodedImage(width, height, jpeg)
+        cadence: StreamCadence,
+        smoother: TemporalSmoother | None,
+    ) -> None:
+        self.model = pipeline.spec.name
+        self.request = request
+        self._pipeline = pipeline
+        self._cadence = cadence
+        self._smoother = smoother
+
+    async def segment(self, jpeg: bytes, sequence: int) -> SegmentedFrame:
+        """Segments the stream's frame number `sequence` (its arrival order)."""
+        self._cadence.frame_arrived(self._pipeline.clock())
+        return await self._pipeline.run(FrameJob(jpeg, self.request, self._smoother, sequence))
+
+    def close(self) -> None:
+        self._pipeline.batch_runner.close_stream(self._cadence)
