@@ -29,7 +29,7 @@ from loadtest.bench_service import LoadFigures, calls_carried, measure_load
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from service.config import ServiceConfig
-from service.engine import (
+from service.engines.base import (
     TensorFlowEngine,
     TFLiteEngine,
     configure_tensorflow,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.timing import median_ms
+from service.timing import median_ms
 from models.deeplab import DeepLabModel
 from models.deeplab_batched import BatchedDeepLab
 from models.deeplab_check import check_images

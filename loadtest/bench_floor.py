@@ -20,9 +20,9 @@ from turbojpeg import TJPF_GRAY, TJPF_RGB, TJSAMP_GRAY, TurboJPEG
 from loadtest.frames import video_sequence
 from models.fetch import default_model_dir, ensure_model_files
 from models.registry import model_spec
-from service.codec import dct_scale_for, to_bytes
-from service.engine import TFLiteEngine
-from service.resize import resize
+from service.engines.base import TFLiteEngine
+from service.frames.codec import dct_scale_for, to_bytes
+from service.frames.resize import resize
 
 STEPS = ("decode", "resize", "inference", "upscale", "encode")
 BATCH_SIZES = TFLiteEngine.CANDIDATE_SIZES  # each as one run of the model

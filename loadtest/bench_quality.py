@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.frames import video_sequence
-from loadtest.timing import median_ms
+from service.timing import median_ms
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
-from service.codec import JpegCodec
 from service.config import ServiceConfig
-from service.engine import TFLiteEngine
-from service.refine import Background, TemporalSmoother, composite, guided_upscale
+from service.engines.base import TFLiteEngine
+from service.frames.codec import JpegCodec
+from service.frames.refine import Background, TemporalSmoother, composite, guided_upscale
 
 
 def _noisy_still_frames(width: int, height: int, count: int, sigma: float) -> list[bytes]:

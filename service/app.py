@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,23 +19,28 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from models.deeplab import deeplab_spec
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
-from service.auth import BearerTokenInterceptor
-from service.codec import JpegCodec
+from service.api.auth import BearerTokenInterceptor
+from service.api.servicer import SegmentationServicer, ServicerSettings
 from service.config import ServiceConfig
-from service.deeplab_engine import DeepLabEngine
-from service.engine import configure_tensorflow, create_engine
-from service.frame_budget import FrameBudget
+from service.engines.base import Engine
+from service.engines.selection import (
+    DeepLabSettings,
+    EngineSettings,
+    create_deeplab_engine,
+    create_engine,
+)
+from service.frames.codec import JpegCodec
+from service.frames.cpu_path import CpuFramePath
+from service.frames.pipeline import ModelPipeline
+from service.frames.workers import WorkerThreads
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
-from service.pipeline import ModelPipeline
-from service.registry import StreamRegistry
-from service.server import SegmentationServicer
-from service.streams import VideoStream
-from service.workers import WorkerThreads
+from service.streams.admission import AdmissionScheduler
+from service.streams.registry import StreamRegistry
+from service.streams.video_stream import VideoStream
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +63,7 @@ class RunningService:
     streams: StreamRegistry
     metrics: ServiceMetrics
     health: health.aio.HealthServicer
-    frame_budget: FrameBudget[VideoStream]  # room for frames in flight, across all streams
+    admission: AdmissionScheduler[VideoStream]  # room for frames in flight, across all streams
     drain: Callable[[], None]  # what shutdown does first: refuse new calls, end open streams
 
 
@@ -72,6 +76,35 @@ def _local_target(address: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def _engine_settings(config: ServiceConfig) -> EngineSettings:
+    return EngineSettings(
+        engine=config.engine,
+        threads=config.engine_threads,
+        batches_at_once=config.max_batches_in_flight,
+        tensorflow_batch_sizes=config.engine_batch_sizes,
+        mixed_precision=config.engine_mixed_precision,
+        xla=config.engine_xla,
+        model_dir=Path(config.model_dir),
+    )
+
+
+def _create_engines(config: ServiceConfig) -> list[Engine]:
+    """Every model's engine: the selfie models the config names, and DeepLab if given."""
+    specs = [model_spec(name) for name in config.models]
+    paths = ensure_model_files(specs, Path(config.model_dir), config.fetch_models)
+    settings = _engine_settings(config)
+    engines = [create_engine(settings, spec, paths[spec.name]) for spec in specs]
+    if config.deeplab_path:
+        deeplab = DeepLabSettings(
+            Path(config.deeplab_path),
+            config.deeplab_batch_sizes,
+            config.deeplab_input_tensor,
+            config.deeplab_logits_tensor,
+        )
+        engines.append(create_deeplab_engine(settings, deeplab))
+    return engines
+
+
 async def _load_pipelines(
     config: ServiceConfig,
     codec: JpegCodec,
@@ -80,43 +113,23 @@ async def _load_pipelines(
     pipelines: dict[str, ModelPipeline],
 ) -> None:
     """Loads and warms up every model into `pipelines` (filled as they come, for stopping)."""
-    specs = [model_spec(name) for name in config.models]
-    paths = await asyncio.to_thread(
-        ensure_model_files, specs, Path(config.model_dir), config.fetch_models
-    )
-    engines = [
-        await asyncio.to_thread(create_engine, config, spec, paths[spec.name]) for spec in specs
-    ]
-    if config.deeplab_path:
-        engines.append(await asyncio.to_thread(_create_deeplab_engine, config))
-    for engine in engines:
-        spec = engine.spec
-        # An engine with a largest batch gets no more, so each batch is one run of its model.
-        policy = config.batch_policy
-        if engine.max_batch_size is not None and engine.max_batch_size < policy.max_batch_size:
-            policy = dataclasses.replace(policy, max_batch_size=engine.max_batch_size)
-        pipeline = ModelPipeline(engine, codec, codec_workers, policy, metrics.for_model(spec.name))
-        pipelines[spec.name] = pipeline
+    for engine in await asyncio.to_thread(_create_engines, config):
+        name = engine.spec.name
+        path = CpuFramePath(engine, codec, codec_workers)
+        pipeline = ModelPipeline(engine, path, config.batch_policy, metrics.for_model(name))
+        pipelines[name] = pipeline
         await pipeline.start()
-        metrics.add_model(
-            spec.name,
-            engine.name,
-            engine.device,
-            frames_waiting=lambda p=pipeline: p.batches.frames_waiting,
-            batches_in_flight=lambda p=pipeline: p.batches.batches_in_flight,
-        )
-        log.info("model %s ready on %s (%s)", spec.name, engine.name, engine.device)
+        metrics.add_model(name, engine.name, engine.device, load=pipeline.batch_runner)
+        log.info("model %s ready on %s (%s)", name, engine.name, engine.device)
 
 
-def _create_deeplab_engine(config: ServiceConfig) -> DeepLabEngine:
-    device = configure_tensorflow(config)
-    return DeepLabEngine(
-        deeplab_spec(),
-        Path(config.deeplab_path),
-        device,
-        config.deeplab_batch_sizes,
-        config.deeplab_input_tensor,
-        config.deeplab_logits_tensor,
+def _servicer_settings(config: ServiceConfig) -> ServicerSettings:
+    return ServicerSettings(
+        config.default_model,
+        config.max_frame_pixels,
+        config.stream_idle_timeout_s,
+        config.max_frames_in_flight_per_stream,
+        config.max_unwritten_answers_per_stream,
     )
 
 
@@ -189,13 +202,13 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
     """Starts the whole service, ready and warm, and always takes it down again."""
     metrics = ServiceMetrics(config.max_stream_series)
     streams = StreamRegistry(config.max_streams)
-    frame_budget: FrameBudget[VideoStream] = FrameBudget(config.max_frames_in_flight)
+    admission: AdmissionScheduler[VideoStream] = AdmissionScheduler(config.max_frames_in_flight)
     metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
     codec_workers = WorkerThreads(config.decode_workers, "codec")
     pipelines: dict[str, ModelPipeline] = {}
     health_servicer = health.aio.HealthServicer()
-    servicer = SegmentationServicer(config, streams, frame_budget, metrics, codec)
+    servicer = SegmentationServicer(_servicer_settings(config), streams, admission, metrics, codec)
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
     server = grpc.aio.server(interceptors=interceptors, options=_server_options(config))
     pb_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
@@ -228,7 +241,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
             streams=streams,
             metrics=metrics,
             health=health_servicer,
-            frame_budget=frame_budget,
+            admission=admission,
             drain=servicer.drain,
         )
     finally:
@@ -237,11 +250,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         if started:
             remaining_s = await _wait_for_streams_to_end(streams, config.shutdown_grace_s)
             await server.stop(remaining_s)
-        log.info(
-            "stopped: %d stream frames received, %d answered",
-            servicer.frames_received,
-            servicer.frames_answered,
-        )
+        log.info("stopped: %d stream frames answered", servicer.frames_answered)
         for pipeline in pipelines.values():
             await pipeline.stop()
         codec_workers.shutdown()

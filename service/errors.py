@@ -65,4 +65,5 @@ class ShuttingDownError(Exception):
 
 
 class StreamIdleError(Exception):
-    """The caller sent nothing for longer than the idle timeout (DEADLINE_EXCEEDED)."""
+    """The caller sent nothing, or read no answers, for longer than the idle timeout
+    (DEADLINE_EXCEEDED)."""

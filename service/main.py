@@ -60,7 +60,7 @@ def _prepare_models(config: ServiceConfig) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     config = ServiceConfig.from_args(argv)
     logging.basicConfig(
-        level=config.log_level.upper(),
+        level=config.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if config.fetch_models_only:

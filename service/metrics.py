@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
@@ -79,6 +80,16 @@ class _StreamCollector(Collector):
         yield from (fps, latency, unreported)
 
 
+class BatchLoad(Protocol):
+    """What a model's batch runner shows of its load."""
+
+    @property
+    def frames_waiting(self) -> int: ...
+
+    @property
+    def batches_in_flight(self) -> int: ...
+
+
 class ModelMetrics:
     """One model's series, bound once: looking a labelled child up costs more than updating
     it, and every frame updates about ten of them."""
@@ -104,13 +115,16 @@ class ModelMetrics:
         self.batch_size.observe(size)
         self.batch_fill.observe(size / engine_batch_size)
 
+    def observe_received(self, jpeg_bytes: int) -> None:
+        """A frame's JPEG came in (counted as it is read, whatever its answer)."""
+        self.received_bytes.inc(jpeg_bytes)
+
     def observe_frame(
         self,
         outcome: str,
         reason: str = "",
         stage_seconds: dict[str, float] | None = None,
         total_s: float | None = None,
-        received_bytes: int = 0,
         sent_bytes: int = 0,
     ) -> None:
         key = (outcome, reason)
@@ -118,8 +132,6 @@ class ModelMetrics:
         if counter is None:  # error reasons are a small fixed set: bound each on first use
             counter = self._frames_by_outcome[key] = self._frames.labels(self.model, *key)
         counter.inc()
-        if received_bytes:
-            self.received_bytes.inc(received_bytes)
         if sent_bytes:
             self.sent_bytes.inc(sent_bytes)
         if stage_seconds:
@@ -153,7 +165,7 @@ class ServiceMetrics:
         )
         self.sent_bytes = Counter(
             "segmentation_sent_bytes",
-            "Mask bytes sent",
+            "Bytes of masks and composited frames sent",
             labels,
             registry=self.registry,
         )
@@ -224,12 +236,12 @@ class ServiceMetrics:
         model: str,
         engine: str,
         device: str,
-        frames_waiting: Callable[[], float],
-        batches_in_flight: Callable[[], float],
+        load: BatchLoad,
     ) -> None:
+        """Reports a loaded model; its queue gauges read `load` when scraped."""
         self.model_info.labels(model).info({"engine": engine, "device": device})
-        self.frames_waiting.labels(model).set_function(frames_waiting)
-        self.batches_in_flight.labels(model).set_function(batches_in_flight)
+        self.frames_waiting.labels(model).set_function(lambda: load.frames_waiting)
+        self.batches_in_flight.labels(model).set_function(lambda: load.batches_in_flight)
         self.active_streams.labels(model).set(0)
         for outcome in ("ok", "dropped"):
             self.frames.labels(model, outcome, "")  # present at 0 so rates start at once

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from models.registry import model_spec
-from service.batch_runner import BatchRunner
-from service.batcher import BatchPolicy
+from service.batching.batcher import BatchPolicy
+from service.batching.runner import BatchRunner
 from service.errors import FrameError, FrameErrorReason
 from service.metrics import ServiceMetrics
 from tests.test_batcher import FakeClock

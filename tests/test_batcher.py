@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.batch_runner import StreamCadence
-from service.batcher import Batcher, BatchPolicy, Outlook
+from service.batching.batcher import Batcher, BatchPolicy, Outlook
+from service.batching.runner import StreamCadence
 
 
 class FakeClock:

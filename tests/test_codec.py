@@ -10,8 +10,8 @@ from PIL import Image
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import mask_to_array
-from service.codec import LETTERBOX_FILL, MIN_COVERAGE, JpegCodec, dct_scale_for, scaled_size
 from service.errors import FrameError, FrameErrorReason
+from service.frames.codec import LETTERBOX_FILL, MIN_COVERAGE, JpegCodec, dct_scale_for, scaled_size
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
 
 

@@ -26,8 +26,8 @@ from models.deeplab_standin import Variant, write_frozen_graph
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import running_server
-from service.codec import JpegCodec, letterboxed
-from service.deeplab_engine import DeepLabEngine
+from service.engines.deeplab import DeepLabEngine
+from service.frames.codec import JpegCodec, letterboxed
 from tests.conftest import loopback_config
 from tests.photos import (
     astronaut_rgb,
@@ -181,7 +181,7 @@ def test_the_batched_network_agrees_with_the_graphs_own_path_frame_by_frame(
 def test_a_network_that_is_not_batch_free_runs_one_frame_at_a_time(
     standins: dict[Variant, Path], variant: Variant, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="service.deeplab_engine"):
+    with caplog.at_level(logging.INFO, logger="service.engines.deeplab"):
         engine = DeepLabEngine(deeplab_spec(), standins[variant], "cpu", (1, 2, 4, 8))
     assert not engine.batched and engine.batch_sizes == (1,) and engine.max_batch_size == 1
     assert "deeplabv3 runs one frame at a time: the batched network disagrees" in caplog.text
@@ -196,7 +196,7 @@ def test_tensor_names_can_be_given_and_missing_ones_mean_one_frame_at_a_time(
     # The 65x65 logits: upsampled here as the graph upsamples them.
     named = DeepLabEngine(spec, standins["zoo"], "cpu", (1, 2), "sub_7:0", "ResizeBilinear_2:0")
     assert named.batched and named.batch_sizes == (1, 2)
-    with caplog.at_level(logging.WARNING, logger="service.deeplab_engine"):
+    with caplog.at_level(logging.WARNING, logger="service.engines.deeplab"):
         wrong = DeepLabEngine(spec, standins["zoo"], "cpu", (1, 2), "no_such_node:0")
         no_network = DeepLabEngine(spec, frozen_graph, "cpu", (1, 2))
     assert not wrong.batched and not no_network.batched

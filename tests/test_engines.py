@@ -14,7 +14,7 @@ import pytest
 from models.convert import ensure_savedmodel
 from models.registry import model_spec
 from models.verify import photo_frames
-from service.engine import TensorFlowEngine, TFLiteEngine, configure_tensorflow, create_engine
+from service.engines.base import TensorFlowEngine, TFLiteEngine, configure_tensorflow, create_engine
 from tests.conftest import loopback_config
 
 SPEC = model_spec("selfie-general")
@@ -57,7 +57,7 @@ def test_tflite_splits_batches_by_the_costs_it_measured_at_warm_up(
     engine = TFLiteEngine(SPEC, model_paths[SPEC.name], num_threads=1, copies=2)
     frames = photo_frames(SPEC, 8)
     one_by_one = np.concatenate([engine.infer(frames[n : n + 1]) for n in range(8)])
-    with caplog.at_level(logging.INFO, logger="service.engine"):
+    with caplog.at_level(logging.INFO, logger="service.engines.base"):
         engine.warm_up()
     line = next(r.getMessage() for r in caplog.records if "warmed up" in r.getMessage())
     assert all(f"{size}: " in line for size in TFLiteEngine.CANDIDATE_SIZES), line
@@ -69,7 +69,7 @@ def test_tflite_splits_batches_by_the_costs_it_measured_at_warm_up(
     # A second warm-up (`--engine auto` warms before comparing, the pipeline again) keeps it.
     kept = engine.batch_sizes
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="service.engine"):
+    with caplog.at_level(logging.INFO, logger="service.engines.base"):
         engine.warm_up()
     assert engine.batch_sizes == kept and not caplog.records
 
@@ -87,7 +87,7 @@ def test_auto_measures_both_engines_on_a_cpu_and_logs_the_figures(
     model_paths: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     config = dataclasses.replace(loopback_config(), engine="auto", engine_batch_sizes=(1, 8))
-    with caplog.at_level(logging.INFO, logger="service.engine"):
+    with caplog.at_level(logging.INFO, logger="service.engines.base"):
         engine = create_engine(config, SPEC, model_paths[SPEC.name])
     line = next(r.getMessage() for r in caplog.records if "engine auto" in r.getMessage())
     tflite_ms, tensorflow_ms = (

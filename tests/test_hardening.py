@@ -14,8 +14,8 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient, SegmentationError
 from segmentation_client.client import KEEPALIVE_TIME_S
 from service.app import running_server
-from service.codec import JpegCodec
 from service.errors import FrameError, FrameErrorReason
+from service.frames.codec import JpegCodec
 from tests.conftest import loopback_config
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
 from tests.test_server import burst_stream, closed_loop_stream

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loadtest.local_server import free_port
 from segmentation_client import SegmentationClient, SegmentationError
 from service.app import SERVICE_NAME, running_server
-from service.engine import TFLiteEngine
+from service.engines.base import TFLiteEngine
 from tests.conftest import loopback_config
 from tests.photos import astronaut_jpeg
 

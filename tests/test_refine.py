@@ -16,7 +16,7 @@ from PIL import Image
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import RunningService
-from service.refine import (
+from service.frames.refine import (
     Background,
     TemporalSmoother,
     box_mean,

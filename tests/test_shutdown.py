@@ -15,7 +15,7 @@ import pytest
 from loadtest.local_server import ServerProcess
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
-from service.server import DRAINING_DETAILS
+from service.api.servicer import DRAINING_DETAILS
 from tests.photos import video_frame_jpeg
 
 GRACE_S = 5.0

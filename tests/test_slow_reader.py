@@ -15,7 +15,7 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import FrameToSend, SegmentationClient
 from service.app import RunningService, running_server
-from service.streams import VideoStream
+from service.streams.video_stream import VideoStream
 from tests.conftest import loopback_config
 from tests.photos import video_frame_jpeg
 

@@ -11,14 +11,14 @@ import asyncio
 import pytest
 
 from segmentation.v1 import segmentation_pb2 as pb
-from service.answers import FrameOutcome, IncomingFrame
-from service.codec import EncodedMask
 from service.errors import FrameError, FrameErrorReason, StreamReplacedError
-from service.frame_budget import FrameBudget
-from service.pipeline import FrameTimings, OutputRequest, SegmentedFrame
-from service.registry import StreamRegistry
-from service.stream_stats import StreamStats
-from service.streams import VideoStream
+from service.frames.codec import EncodedMask
+from service.frames.pipeline import FrameTimings, OutputRequest, SegmentedFrame
+from service.streams.admission import FrameBudget
+from service.streams.answers import FrameOutcome, IncomingFrame
+from service.streams.registry import StreamRegistry
+from service.streams.stats import StreamStats
+from service.streams.video_stream import VideoStream
 
 MASK = OutputRequest(0, 0, pb.MASK_ENCODING_RAW_U8)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.sub_batches import SubBatchPlan
+from service.engines.sub_batches import SubBatchPlan
 
 # One run's cost per size, shaped like XNNPACK's on the 2-core host: a run of 3 is the
 # cheapest per frame, a run of 2 the dearest (seconds per run = ms per frame x size / 1000).

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 from service.errors import StreamReplacedError, TooManyStreamsError
 from service.metrics import StreamReport
-from service.streams import VideoStream
+from service.streams.video_stream import VideoStream
 
 
 class StreamRegistry:
@@ -23,30 +22,33 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._streams)
 
-    def open(self, stream_id: str, create: Callable[[str], VideoStream]) -> VideoStream:
-        """Registers a new stream; an empty id gets a fresh one.
+    def claim_id(self, stream_id: str) -> str:
+        """The id a new stream takes (an empty one gets a fresh id); refuses a new stream over
+        `max_streams`. `add()` the stream next, before anything else runs."""
+        stream_id = stream_id or uuid.uuid4().hex
+        if stream_id not in self._streams and len(self._streams) >= self.max_streams:
+            raise TooManyStreamsError(
+                f"this server holds {len(self._streams)} streams, its limit; "
+                "retry on another replica or later"
+            )
+        return stream_id
+
+    def add(self, stream: VideoStream) -> None:
+        """Registers a stream under its claimed id.
 
         A stream that reopens with the id of one still open here takes the id over, and the old
         one ends (StreamReplacedError): a caller only reopens a stream it has lost, so the old
         one is a half-open leftover, and it must not lock the caller out until it times out.
         """
-        stream_id = stream_id or uuid.uuid4().hex
-        replaced = self._streams.get(stream_id)
-        if replaced is None and len(self._streams) >= self.max_streams:
-            raise TooManyStreamsError(
-                f"this server holds {len(self._streams)} streams, its limit; "
-                "retry on another replica or later"
-            )
-        stream = create(stream_id)
+        replaced = self._streams.get(stream.stream_id)
         if replaced is not None:
             replaced.fail(
                 StreamReplacedError(
-                    f"stream {stream_id!r} was replaced by a newer stream with the same id"
+                    f"stream {stream.stream_id!r} was replaced by a newer stream with the same id"
                 )
             )
-        self._streams[stream_id] = stream
+        self._streams[stream.stream_id] = stream
         self._empty.clear()
-        return stream
 
     def reports(self, quantiles: tuple[float, ...]) -> list[StreamReport]:
         """Per-stream figures of the open streams, oldest first (read by the metrics thread)."""

@@ -9,24 +9,20 @@ answers leave in the order the frames came.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from service.answers import FrameAnswer, FrameOutcome, IncomingFrame
-from service.batcher import Clock
+from service.clock import Clock
 from service.errors import FrameError, internal_error
-from service.frame_budget import FrameBudget
-from service.pipeline import OutputRequest, SegmentedFrame, SmoothFrame
-from service.refine import TemporalSmoother
-from service.stream_stats import StreamStats
+from service.frames.pipeline import StreamHandle
+from service.streams.admission import AdmissionScheduler
+from service.streams.answers import FrameAnswer, FrameOutcome, IncomingFrame
+from service.streams.stats import StreamStats
 
 log = logging.getLogger(__name__)
-
-Segmenter = Callable[[bytes, OutputRequest, SmoothFrame | None], Awaitable[SegmentedFrame]]
 
 
 @dataclass(eq=False)
@@ -49,24 +45,18 @@ class VideoStream:
     def __init__(
         self,
         stream_id: str,
-        model: str,
-        mask: OutputRequest,
-        segment: Segmenter,
+        handle: StreamHandle,
         max_in_flight: int,
-        budget: FrameBudget[VideoStream],
-        smoothing_strength: float = 0.0,
+        admission: AdmissionScheduler[VideoStream],
         clock: Clock = time.monotonic,
         max_unwritten: int = 1 << 30,
-        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.stream_id = stream_id
-        self.model = model
-        self.mask = mask
-        self._segment = segment
+        # The stream's place in its model's batches, with its smoothing state: it goes with it.
+        self._handle = handle
+        self.model = handle.model
         self._max_in_flight = max_in_flight
-        self._budget = budget
-        # The previous mask lives with the stream and goes with it.
-        self._smoother = TemporalSmoother(smoothing_strength) if smoothing_strength else None
+        self._admission = admission
         self._arrivals = 0
         self._clock = clock
         self._unwritten: deque[_AdmittedFrame] = deque()  # in frame order
@@ -79,7 +69,6 @@ class VideoStream:
         self._answers_changed = asyncio.Event()  # the writer's wake-up
         self._room = asyncio.Event()  # the reader's wake-up: unwritten answers below the bound
         self._room.set()
-        self._on_close = on_close
         self.stats = StreamStats(clock)
 
     @property
@@ -112,23 +101,23 @@ class VideoStream:
                 FrameAnswer(replaced.frame_id, replaced.capture_timestamp_us, FrameOutcome.DROPPED),
             )
         self._waiting = pending
-        self._start_waiting_or_queue()
+        self._admission.admit(self)
 
-    def _start_waiting_frame(self) -> bool:
-        """Starts the waiting frame in room the budget already took; False if none can start."""
-        if self._closed or self._waiting is None or len(self._in_flight) >= self._max_in_flight:
-            return False
+    @property
+    def can_start(self) -> bool:
+        """Whether a frame is waiting that the stream's bound of frames in flight lets start."""
+        return (
+            not self._closed
+            and self._waiting is not None
+            and len(self._in_flight) < self._max_in_flight
+        )
+
+    def start_waiting_frame(self) -> None:
+        """Starts the waiting frame, in room the admission scheduler took for it."""
         pending, self._waiting = self._waiting, None
-        self._start(pending)
-        return True
-
-    def _start_waiting_or_queue(self) -> None:
-        if self._closed or self._waiting is None or len(self._in_flight) >= self._max_in_flight:
-            return
-        if self._budget.try_take():
-            self._start_waiting_frame()
-        else:
-            self._budget.queue(self)
+        task = asyncio.create_task(self._process(pending))
+        self._in_flight.add(task)
+        task.add_done_callback(self._on_frame_done)
 
     def end_input(self) -> None:
         """The caller sends no more frames; answers end after the last one."""
@@ -171,11 +160,11 @@ class VideoStream:
 
     async def close(self) -> None:
         """Frees everything the stream holds; frames not yet answered are abandoned."""
-        if self._on_close is not None and not self._closed:
-            self._on_close()
+        if not self._closed:
+            self._handle.close()
         self._closed = True
         self._waiting = None
-        self._budget.forget(self)
+        self._admission.forget(self)
         tasks = list(self._in_flight)
         for task in tasks:
             task.cancel()
@@ -183,30 +172,16 @@ class VideoStream:
         self._unwritten.clear()
         self._room.set()  # a reader held at the bound must not wait for ever
 
-    def _start(self, pending: _AdmittedFrame) -> None:
-        task = asyncio.create_task(self._process(pending))
-        self._in_flight.add(task)
-        task.add_done_callback(self._on_frame_done)
-
     def _on_frame_done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        self._budget.give_back()
-        # Streams queued before this one go first.
-        while (queued := self._budget.take_for_next_queued()) is not None:
-            if not queued._start_waiting_frame():
-                self._budget.give_back()
-        self._start_waiting_or_queue()
+        self._admission.frame_done()  # streams queued before this one go first
+        self._admission.admit(self)
 
     async def _process(self, pending: _AdmittedFrame) -> None:
         frame = pending.frame
         admission_wait_s = self._clock() - pending.arrived_at
         try:
-            smooth_frame = (
-                functools.partial(self._smoother, sequence=pending.sequence)
-                if self._smoother
-                else None
-            )
-            segmented = await self._segment(frame.jpeg, self.mask, smooth_frame)
+            segmented = await self._handle.segment(frame.jpeg, pending.sequence)
             answer = FrameAnswer(
                 frame.frame_id,
                 frame.capture_timestamp_us,

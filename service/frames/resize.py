@@ -6,9 +6,9 @@ shrink of 2.5x or more therefore halves first, as a mipmap does: bilinear sampli
 half the size weighs each pair of pixels equally, a 2-pixel box filter, so each halving is
 antialiased and costs what any bilinear resize costs. What is left, under 2.5x, is bilinear, or
 OpenCV's area filter (the mean of the pixels each output pixel covers) above 1.5x. The area
-filter alone does it all in one step, but at a ratio that is no whole number it is slow:
-1.70 against 0.47 ms from 640x360 to 256x256 on the development machine, the step every
-1280x720 frame takes; Pillow's antialiased bilinear costs about 1 ms.
+filter alone does it all in one step, but at a ratio that is no whole number it takes a slow
+general path (several times the halvings' cost: `make bench`'s floor shows the step); Pillow's
+antialiased bilinear is slower still.
 """
 
 from __future__ import annotations

@@ -19,31 +19,45 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Generic, TypeVar
 
+from service.clock import Clock
+
 Item = TypeVar("Item")
-Clock = Callable[[], float]
 
 
 @dataclass(frozen=True)
 class BatchPolicy:
-    """Every batching option, with its default and its check: `ServiceConfig` takes its
-    defaults from here and builds one with `batch_policy`."""
+    """Every batching option, declared once: its default, its help (the flag's) and its lower
+    bound, checked here. `ServiceConfig` takes its batching flags from these fields and builds
+    one with `batch_policy`."""
 
-    max_batch_size: int = 16  # frames in one batch at most
-    max_queue_delay_ms: float = 4.0  # longest the oldest frame waits for others to join it
-    max_batches_in_flight: int = 2  # batches run at once, each on its own engine thread
+    max_batch_size: int = field(
+        default=16, metadata={"help": "frames in one batch at most", "minimum": 1}
+    )
+    max_queue_delay_ms: float = field(
+        default=4.0,
+        metadata={
+            "help": "longest a frame waits for others to join its batch, in milliseconds",
+            "minimum": 0,
+        },
+    )
+    max_batches_in_flight: int = field(
+        default=2,
+        metadata={
+            "help": "batches run at once per model, each on its own engine thread (TFLite keeps "
+            "a copy of the model per batch); while they run, the next batch fills",
+            "minimum": 1,
+        },
+    )
 
     def __post_init__(self) -> None:
-        for name in ("max_batch_size", "max_batches_in_flight"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive; was {getattr(self, name)}")
-        if self.max_queue_delay_ms < 0:
-            raise ValueError(
-                f"max_queue_delay_ms must not be negative; was {self.max_queue_delay_ms}"
-            )
+        for option in fields(self):
+            value, minimum = getattr(self, option.name), option.metadata["minimum"]
+            if value < minimum:
+                bound = "be positive" if minimum == 1 else "not be negative"  # 1 or 0
+                raise ValueError(f"{option.name} must {bound}; was {value}")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 import cv2
 import numpy as np
@@ -32,9 +33,8 @@ from turbojpeg import (
 )
 
 from models.registry import Fit
-from segmentation.v1 import segmentation_pb2 as pb
 from service.errors import FrameError, FrameErrorReason
-from service.resize import resize
+from service.frames.resize import resize
 
 _DECODE_FLAGS = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS
 _MASK_JPEG_QUALITY = 90
@@ -51,7 +51,11 @@ class _StrictTurboJPEG(TurboJPEG):
     """TurboJPEG that raises on libjpeg-turbo warnings instead of returning a damaged image.
 
     PyTurboJPEG 1.x reports a warning with `warnings.warn` and returns the partial image, even
-    with TJFLAG_STOPONWARNING; its private reporter is the one place to change that.
+    with TJFLAG_STOPONWARNING, and has no public option to raise instead. Its private reporter
+    is the one place to change that: turning warnings into errors with
+    `warnings.catch_warnings` would change process-wide state from several codec threads at
+    once (it is not thread-safe before Python 3.14). The version is pinned below 2, and
+    `tests/test_fuzz.py` fails if a release renames the method.
     """
 
     def _TurboJPEG__report_error(self, handle: object) -> None:
@@ -68,11 +72,19 @@ class DecodedFrame:
     content_size: tuple[int, int] | None = None
 
 
+class MaskEncoding(StrEnum):
+    """How a mask travels back: the codec's own names, mapped to the wire at the edge."""
+
+    RAW_U8 = "raw_u8"  # one byte per pixel, row-major
+    PNG = "png"
+    JPEG = "jpeg"  # grayscale
+
+
 @dataclass(frozen=True)
 class EncodedMask:
     width: int
     height: int
-    encoding: int  # pb.MaskEncoding
+    encoding: MaskEncoding
     data: bytes
 
 
@@ -189,9 +201,8 @@ class JpegCodec:
             frame = resize(rgb, *output_size)
             if factor != model_factor:
                 # The model sees nearly what a decode at its own scale gives (a shrink by a
-                # whole factor stands in for the DCT's scaling), whatever output was asked for;
-                # from a 640x480 frame that costs 0.45 ms, resizing the frame straight to
-                # 256x256 1.7.
+                # whole factor stands in for the DCT's scaling), whatever output was asked for,
+                # and the shrink by a whole factor is cheaper than one straight to the input.
                 rgb = resize(rgb, *scaled_size(width, height, model_factor))
         if fit == "letterbox":
             pixels, content_size = letterboxed(rgb, input_width, input_height)
@@ -206,22 +217,26 @@ class JpegCodec:
     def encode_rgb(self, rgb: np.ndarray, quality: int) -> bytes:
         return self._turbo.encode(rgb, quality=quality, pixel_format=TJPF_RGB)
 
-    def encode_mask(self, alpha: np.ndarray, width: int, height: int, encoding: int) -> EncodedMask:
+    def encode_mask(
+        self, alpha: np.ndarray, width: int, height: int, encoding: MaskEncoding
+    ) -> EncodedMask:
         """Scales an alpha in [0, 1] to width x height and encodes it. The alpha becomes bytes
         at the model's size first, so the resize and the encoder touch bytes, not floats."""
         alpha_u8 = resize(to_bytes(alpha), width, height)
-        if encoding == pb.MASK_ENCODING_PNG:
-            buffer = io.BytesIO()
-            Image.fromarray(alpha_u8).save(buffer, format="PNG", compress_level=_PNG_COMPRESS_LEVEL)
-            data = buffer.getvalue()
-        elif encoding == pb.MASK_ENCODING_JPEG:
-            data = self._turbo.encode(
-                alpha_u8[:, :, None],
-                quality=_MASK_JPEG_QUALITY,
-                pixel_format=TJPF_GRAY,
-                jpeg_subsample=TJSAMP_GRAY,
-            )
-        else:
-            encoding = pb.MASK_ENCODING_RAW_U8
-            data = alpha_u8.tobytes()
+        match encoding:
+            case MaskEncoding.PNG:
+                buffer = io.BytesIO()
+                Image.fromarray(alpha_u8).save(
+                    buffer, format="PNG", compress_level=_PNG_COMPRESS_LEVEL
+                )
+                data = buffer.getvalue()
+            case MaskEncoding.JPEG:
+                data = self._turbo.encode(
+                    alpha_u8[:, :, None],
+                    quality=_MASK_JPEG_QUALITY,
+                    pixel_format=TJPF_GRAY,
+                    jpeg_subsample=TJSAMP_GRAY,
+                )
+            case MaskEncoding.RAW_U8:
+                data = alpha_u8.tobytes()
         return EncodedMask(width=width, height=height, encoding=encoding, data=data)

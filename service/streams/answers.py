@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from service.errors import FrameError
-from service.pipeline import SegmentedFrame
+from service.frames.requests import SegmentedFrame
 
 
 class FrameOutcome(StrEnum):
@@ -29,7 +29,8 @@ class FrameAnswer:
     outcome: FrameOutcome
     segmented: SegmentedFrame | None = None  # set when OK
     error: FrameError | None = None  # set when ERROR
-    admission_wait_s: float = 0.0  # waiting behind the stream's frames in flight
+    # Waiting for room: behind the stream's own frames in flight, then for the shared room.
+    admission_wait_s: float = 0.0
 
     @property
     def total_s(self) -> float | None:

@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.ndimage import uniform_filter
 
-from service.resize import resize
+from service.frames.resize import resize
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -66,8 +65,12 @@ def uncertainty(alpha: np.ndarray) -> np.ndarray:
 
 
 def box_mean(image: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 window; borders reflect."""
-    return uniform_filter(image.astype(np.float32), size=2 * radius + 1, mode="reflect")
+    """Mean over a (2r+1)^2 window; borders reflect (edge pixel repeated, as scipy's
+    "reflect")."""
+    size = 2 * radius + 1
+    return cv2.boxFilter(
+        image.astype(np.float32), -1, (size, size), normalize=True, borderType=cv2.BORDER_REFLECT
+    )
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
@@ -113,8 +116,8 @@ class Background:
     color: tuple[int, int, int] | None = None
     image: np.ndarray | None = None  # RGB, any size; stretched to the frame
     # A colour or an image is the same behind every frame of one size, so it is rendered once
-    # per size (filling a frame with a colour costs numpy 2 ms). One slot: a stream's frames
-    # keep their size, and a caller changing sizes at will cannot grow it.
+    # per size instead of filling a frame's worth of pixels per frame. One slot: a stream's
+    # frames keep their size, and a caller changing sizes at will cannot grow it.
     _rendered: dict[tuple[int, ...], np.ndarray] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -146,6 +149,6 @@ class Background:
 def composite(frame: np.ndarray, alpha: np.ndarray, background: Background) -> np.ndarray:
     """The person from `frame` over `background`; alpha float (H, W) in [0, 1] at frame size."""
     alpha = np.asarray(alpha, np.float32)
-    # One SIMD pass of OpenCV over the pixels: frame * alpha + behind * (1 - alpha), rounded.
-    # The same sum in numpy's uint16 arithmetic took 8 ms at 640x480.
+    # One SIMD pass of OpenCV over the pixels: frame * alpha + behind * (1 - alpha), rounded,
+    # where numpy would make several passes with temporaries at every step.
     return cv2.blendLinear(frame, background.render(frame), alpha, 1.0 - alpha)

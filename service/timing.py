@@ -1,4 +1,4 @@
-"""Wall time of a piece of work, for the benchmarks that time one call in isolation."""
+"""Wall time of a piece of work run in isolation: engine warm-ups and the benchmarks."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from collections.abc import Callable
 import numpy as np
 
 
+def seconds_to_run(work: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def median_ms(work: Callable[[], object], runs: int) -> float:
     """Median wall time of `runs` calls of `work`, in ms, after one unmeasured call (the first
     call traces, allocates and warms caches)."""
     work()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)) * 1e3
+    return float(np.median([seconds_to_run(work) for _ in range(runs)])) * 1e3

@@ -6,7 +6,7 @@ from collections import deque
 
 import numpy as np
 
-from service.batcher import Clock
+from service.clock import Clock
 
 
 class StreamStats:

@@ -17,7 +17,7 @@ import numpy as np
 
 from models.deeplab import DeepLabLoadError, DeepLabModel
 from models.registry import ModelSpec
-from service.engine import padded_size, run_padded
+from service.engines.base import blank_frames, padded_size, run_padded
 
 if TYPE_CHECKING:
     from models.deeplab_batched import BatchedDeepLab
@@ -38,9 +38,11 @@ class DeepLabEngine:
         batch_sizes: tuple[int, ...],
         input_tensor: str = "",
         logits_tensor: str = "",
+        batches_at_once: int = 1,
     ) -> None:
         self.spec = spec
         self.device = device
+        self.batches_at_once = batches_at_once
         self._own = DeepLabModel(path, logits_tensor)
         self._batched, why_not = _batched_network(
             self._own, max(batch_sizes), input_tensor, logits_tensor
@@ -76,7 +78,7 @@ class DeepLabEngine:
 
     def warm_up(self) -> None:
         for size in self.batch_sizes:
-            self.infer(np.zeros((size, self.spec.input_height, self.spec.input_width, 3), np.uint8))
+            self.infer(blank_frames(self.spec, size))
         log.info("warmed up %s on %s (%s), batch sizes %s", self.spec.name, self.name,
                  self.device, self.batch_sizes)  # fmt: skip
 
