@@ -84,6 +84,7 @@ def _engine_settings(config: ServiceConfig) -> EngineSettings:
         tensorflow_batch_sizes=config.engine_batch_sizes,
         mixed_precision=config.engine_mixed_precision,
         xla=config.engine_xla,
+        torch_precision=config.engine_precision,
         model_dir=Path(config.model_dir),
     )
 

@@ -70,6 +70,8 @@ PHOTOS = {
 }
 
 
+# The IoU contract holds on every engine, the torch one (on the CPU here) included.
+@pytest.mark.parametrize("server", ["tflite", "tensorflow", "torch"], indirect=True)
 @pytest.mark.parametrize("model", ["selfie-general", "selfie-landscape"])
 @pytest.mark.parametrize("photo", PHOTOS)
 async def test_masks_match_the_model_run_on_a_full_resolution_decode(

@@ -11,7 +11,7 @@ import pytest
 
 from models.registry import model_spec
 from models.verify import photo_frames
-from service.engine import TFLiteEngine
+from service.engines.tflite import TFLiteEngine
 from service.engines.torch_engine import TorchEngine, chunks, half_holds, mask_iou
 
 SPEC = model_spec("selfie-general")

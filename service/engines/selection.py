@@ -32,6 +32,7 @@ class EngineSettings:
     tensorflow_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     mixed_precision: bool = False  # TensorFlow on a GPU: float16 compute
     xla: bool = False  # TensorFlow: compile with XLA
+    torch_precision: str = "auto"  # torch on CUDA: float16 where it keeps the masks, or fixed
     model_dir: Path = Path()  # where converted models are cached
 
 
@@ -93,7 +94,16 @@ def create_engine(settings: EngineSettings, spec: ModelSpec, model_path: Path) -
         case "torch":
             from service.engines.torch_engine import TorchEngine
 
-            return TorchEngine(spec, model_path, batches_at_once=settings.batches_at_once)
+            # On CUDA where torch sees it, else on the CPU; batches padded to the same sizes
+            # as TensorFlow's, each captured as a CUDA graph at warm-up.
+            return TorchEngine(
+                spec,
+                model_path,
+                batch_sizes=settings.tensorflow_batch_sizes,
+                batches_at_once=settings.batches_at_once,
+                precision=settings.torch_precision,
+                threads=settings.threads,
+            )
         case _:
             return _tensorflow_engine(settings, spec, model_path)
 

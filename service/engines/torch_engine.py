@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.registry import ModelSpec
-from service.engine import padded_size
+from service.engines.base import blank_frames, padded_size
 
 if TYPE_CHECKING:
     import torch
@@ -75,8 +75,8 @@ class _InFlight:
 
 
 class TorchEngine:
-    """The model as a torch module: `device` "cpu" or "cuda[:n]"; `batches_in_flight` sets
-    of CUDA graphs let as many engine threads run batches at once."""
+    """The model as a torch module: `device` "cpu" or "cuda[:n]" (None: CUDA where torch sees
+    it); `batches_at_once` sets of CUDA graphs let as many engine threads run batches at once."""
 
     name = "torch"
     max_batch_size = None
@@ -85,9 +85,9 @@ class TorchEngine:
         self,
         spec: ModelSpec,
         model_path: Path,
-        device: str = "cpu",
+        device: str | None = None,
         batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
-        batches_in_flight: int = 1,
+        batches_at_once: int = 1,
         precision: str = "auto",
         threads: int | None = None,
         cuda_graphs: bool = True,
@@ -101,6 +101,8 @@ class TorchEngine:
             raise ValueError(f"precision must be one of {PRECISIONS}; was {precision!r}")
         self.spec = spec
         self._torch = torch
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self._cuda = torch.device(device).type == "cuda"
         self.device = str(torch.device(device)) if self._cuda else "cpu"
         if self._cuda and torch.device(device).index is None:
@@ -116,7 +118,7 @@ class TorchEngine:
             module = module.to(self.device).to(memory_format=torch.channels_last)
         self._modules = {"float32": module}
         self._in_flight: queue.LifoQueue[_InFlight] = queue.LifoQueue()
-        self._batches_in_flight = batches_in_flight
+        self.batches_at_once = batches_at_once
         self._warmed = False
         self._warm_lock = threading.Lock()
 
@@ -194,11 +196,11 @@ class TorchEngine:
             if self._cuda and self.precision == "auto":
                 self.precision = self._measure_precision()
             if self._cuda_graphs:
-                for _ in range(self._batches_in_flight):
+                for _ in range(self.batches_at_once):
                     self._in_flight.put(self._capture())
             else:
                 for size in self.batch_sizes:
-                    self.infer(np.zeros(self._shape(size), np.uint8))
+                    self.infer(blank_frames(self.spec, size))
             self._warmed = True
         log.info(
             "warmed up %s on %s (%s, %s%s), batch sizes %s",
@@ -206,7 +208,7 @@ class TorchEngine:
             self.name,
             self.device,
             self.precision,
-            f", CUDA graphs x{self._batches_in_flight}" if self._cuda_graphs else "",
+            f", CUDA graphs x{self.batches_at_once}" if self._cuda_graphs else "",
             self.batch_sizes,
         )
 
