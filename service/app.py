@@ -34,7 +34,7 @@ from service.engines.selection import (
     create_engine,
 )
 from service.frames.codec import JpegCodec
-from service.frames.cpu_path import CpuFramePath
+from service.frames.gpu_path import create_frame_path
 from service.frames.pipeline import ModelPipeline
 from service.frames.workers import WorkerThreads
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
@@ -116,7 +116,7 @@ async def _load_pipelines(
     """Loads and warms up every model into `pipelines` (filled as they come, for stopping)."""
     for engine in await asyncio.to_thread(_create_engines, config):
         name = engine.spec.name
-        path = CpuFramePath(engine, codec, codec_workers)
+        path = create_frame_path(engine, codec, codec_workers)
         pipeline = ModelPipeline(engine, path, config.batch_policy, metrics.for_model(name))
         pipelines[name] = pipeline
         await pipeline.start()

@@ -36,7 +36,7 @@ from models.registry import Fit
 from service.errors import FrameError, FrameErrorReason
 from service.frames.resize import resize
 
-_DECODE_FLAGS = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS
+DECODE_FLAGS = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS
 _MASK_JPEG_QUALITY = 90
 _PNG_COMPRESS_LEVEL = 1  # masks are mostly flat: level 1 is ~3x faster than 6 and barely larger
 # A DCT scale may leave the decoded image this much smaller than the model input: a slight
@@ -60,6 +60,11 @@ class _StrictTurboJPEG(TurboJPEG):
 
     def _TurboJPEG__report_error(self, handle: object) -> None:
         raise OSError(self._TurboJPEG__get_error_string(handle))  # type: ignore[attr-defined]
+
+
+def strict_turbojpeg() -> TurboJPEG:
+    """A libjpeg-turbo handle whose warnings are errors (for decoders outside JpegCodec)."""
+    return _StrictTurboJPEG()
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,7 @@ class JpegCodec:
             factor = dct_scale_for(width, height, need_width, need_height)
         try:
             rgb = self._turbo.decode(
-                jpeg, pixel_format=TJPF_RGB, scaling_factor=factor, flags=_DECODE_FLAGS
+                jpeg, pixel_format=TJPF_RGB, scaling_factor=factor, flags=DECODE_FLAGS
             )
         except OSError as error:
             raise FrameError(

@@ -13,7 +13,9 @@ and compositing, in numpy and OpenCV, run on the codec threads.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -41,13 +43,25 @@ class TemporalSmoother:
         self._lock = threading.Lock()
 
     def __call__(self, alpha: np.ndarray, sequence: int) -> np.ndarray:
+        return self.step(alpha, sequence, self._blend)
+
+    def _blend(self, previous: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+        weight = uncertainty(alpha) * np.float32(self.strength)
+        return alpha + (previous - alpha) * weight
+
+    def step(self, alpha: Any, sequence: int, blend: Callable[[Any, Any], Any]) -> Any:
+        """One frame's smoothing with `blend(previous, alpha)` over any array type (the GPU
+        path's tensors): the state, the order and the lock are kept here either way."""
         with self._lock:
             previous = self._previous
-            if previous is None or previous.shape != alpha.shape:
+            if (
+                previous is None
+                or type(previous) is not type(alpha)
+                or tuple(previous.shape) != tuple(alpha.shape)
+            ):
                 smoothed = alpha
             else:
-                weight = uncertainty(alpha) * np.float32(self.strength)
-                smoothed = alpha + (previous - alpha) * weight
+                smoothed = blend(previous, alpha)
             if sequence > self._previous_sequence:
                 self._previous = smoothed
                 self._previous_sequence = sequence

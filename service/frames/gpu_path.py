@@ -1,0 +1,289 @@
+"""The frame path on the GPU: a batch goes to the GPU as JPEG bytes and comes back as answers.
+
+Before the batch, on the event loop: the header is read and the limits checked on the CPU, as
+on the CPU path, so nothing over a limit is queued. In the batch, on an engine thread, on that
+thread's own stream: the JPEGs are decoded together on the GPU (a failed list decode raises for
+all of them, so then each is decoded alone and only the corrupt ones fail, each with its own
+`corrupt_jpeg`), stretched to the model's input, run through the model, smoothed per stream at
+the model's size in batch order, upscaled, and composited and JPEG-encoded on the GPU. Masks
+come back as bytes at their output size, and are encoded on the codec threads (grayscale JPEG,
+PNG and RAW stay on the CPU). Edge-aware upscaling stays on the CPU too: those frames bring the
+model's input and the frame back with their alpha.
+
+Every device call goes through one `FrameDevice` (`gpu_device.py`): the rest is torch tensor
+ops, the same on the CPU, where the tests run it with `CpuFrameDevice`.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from service.errors import FrameError, FrameErrorReason
+from service.frames.codec import JpegCodec
+from service.frames.cpu_path import CpuFramePath
+from service.frames.gpu_device import CudaFrameDevice, FrameDevice
+from service.frames.path import Finished, FrameJob, FramePath
+from service.frames.refine import Background, guided_upscale
+from service.frames.requests import EncodedImage
+from service.frames.workers import WorkerThreads
+
+if TYPE_CHECKING:
+    import torch
+
+    from service.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+_BACKGROUNDS_KEPT = 64  # rendered colour or image backgrounds kept on the GPU, by stream
+
+
+@dataclass(frozen=True)
+class GpuPrepared:
+    """A frame between its header check and its batch: still JPEG bytes, with its job (the
+    batch needs its output request, its stream's smoother and its place in the stream)."""
+
+    job: FrameJob
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GpuResult:
+    """What a batch leaves for one frame to finish on the CPU."""
+
+    mask: np.ndarray | None = None  # uint8 (H, W) at the output size
+    composited: bytes | None = None  # the composite's JPEG
+    # Edge-aware: the alpha and the model's input at the model's size, the frame at output size.
+    edge: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+class GpuFramePath:
+    """Prepared: `GpuPrepared`; batched: `GpuResult`. The engine must run on `device.device`
+    and offer `infer_on_device` (the torch engine)."""
+
+    def __init__(
+        self, engine: Engine, codec: JpegCodec, codec_workers: WorkerThreads, device: FrameDevice
+    ) -> None:
+        import torch
+
+        self.engine = engine
+        self._spec = engine.spec
+        self._codec = codec
+        self._codec_workers = codec_workers
+        self._device = device
+        self._torch = torch
+        self.max_batch_size = engine.max_batch_size
+        self.batches_at_once = engine.batches_at_once
+        self._backgrounds: collections.OrderedDict[tuple[int, tuple[int, int]], torch.Tensor] = (
+            collections.OrderedDict()
+        )
+
+    def warm_up(self) -> None:
+        self.engine.warm_up()
+        # nvJPEG's first decode and encode set up its handles: not on a caller's frame.
+        from service.frames.gpu_device import _tiny_jpeg
+
+        with self._device.stream():
+            self._device.encode_jpeg(self._device.decode([_tiny_jpeg()]), 90)
+
+    def padded_size(self, frames: int) -> int:
+        return self.engine.padded_size(frames)
+
+    async def prepare(self, job: FrameJob) -> GpuPrepared:
+        width, height = self._codec.read_size(job.jpeg)  # the limits, before anything queues
+        return GpuPrepared(job, width, height)
+
+    # --- the batch, on an engine thread ----------------------------------------------------
+
+    def run_batch(self, prepared: Sequence[GpuPrepared]) -> list[GpuResult | FrameError]:
+        """Each frame's result in order; a frame that fails to decode fails alone."""
+        torch = self._torch
+        with self._device.stream(), torch.inference_mode():
+            images = self._decode(prepared)
+            good = [n for n, image in enumerate(images) if not isinstance(image, FrameError)]
+            results: list[Any] = list(images)
+            if not good:
+                return results
+            height, width = self._spec.input_height, self._spec.input_width
+            inputs = torch.stack([self._stretch(images[n], width, height) for n in good])
+            alphas = self._run_model(inputs)
+            pending = [
+                self._after_model(prepared[n].job, images[n], inputs[i], alphas[i])
+                for i, n in enumerate(good)
+            ]
+            self._device.wait()
+            for n, result in zip(good, pending, strict=True):
+                results[n] = result()
+            return results
+
+    def _run_model(self, inputs: torch.Tensor) -> torch.Tensor:
+        infer_on_device = getattr(self.engine, "infer_on_device", None)
+        if infer_on_device is not None:
+            return infer_on_device(inputs)
+        return self._torch.from_numpy(self.engine.infer(inputs.cpu().numpy()))
+
+    def _decode(self, prepared: Sequence[GpuPrepared]) -> list[torch.Tensor | FrameError]:
+        jpegs = [frame.job.jpeg for frame in prepared]
+        try:
+            return list(self._device.decode(jpegs))
+        except Exception:  # a list decode fails whole: find the corrupt ones alone
+            if len(jpegs) == 1:
+                return [self._decode_one(jpegs[0])]
+        return [self._decode_one(jpeg) for jpeg in jpegs]
+
+    def _decode_one(self, jpeg: bytes) -> torch.Tensor | FrameError:
+        try:
+            return self._device.decode([jpeg])[0]
+        except Exception as error:
+            return FrameError(FrameErrorReason.CORRUPT_JPEG, f"JPEG decoding failed: {error}")
+
+    def _stretch(self, image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        """uint8 (3, H, W) -> uint8 (height, width, 3): the model's input, stretched with an
+        antialiased bilinear filter."""
+        return to_uint8(resized(image.float(), width, height)).permute(1, 2, 0)
+
+    def _after_model(
+        self, job: FrameJob, image: torch.Tensor, model_input: torch.Tensor, alpha: torch.Tensor
+    ) -> Any:
+        """Starts this frame's work after the model; returns what completes it after `wait`."""
+        if job.smoother is not None:
+            alpha = job.smoother.step(alpha, job.sequence, self._smoothing(job.smoother.strength))
+        request = job.request
+        width, height = request.width or image.shape[2], request.height or image.shape[1]
+        if request.edge_aware:
+            copies = [self._device.to_host(t) for t in (alpha, model_input, _hwc(image))]
+            return lambda: GpuResult(edge=tuple(c.numpy() for c in copies))
+        full_alpha = resized(alpha[None], width, height)[0]
+        if request.composite is None:
+            mask = self._device.to_host(to_uint8(full_alpha * 255.0))
+            return lambda: GpuResult(mask=mask.numpy())
+        frame = image
+        if tuple(image.shape[1:]) != (height, width):
+            frame = to_uint8(resized(image.float(), width, height))
+        behind = self._background(request.composite.background, frame)
+        blended = to_uint8(behind + (frame.float() - behind) * full_alpha)
+        jpeg = self._device.encode_jpeg([blended], request.composite.jpeg_quality)[0]
+        return lambda: GpuResult(composited=jpeg)
+
+    def _smoothing(self, strength: float) -> Any:
+        torch = self._torch
+
+        def blend(previous: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+            # refine.uncertainty in torch: 1 - (1 - H(p))^2, H the binary entropy in bits.
+            p = alpha.clamp(1e-6, 1 - 1e-6)
+            entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+            weight = (1.0 - (1.0 - entropy) ** 2) * strength
+            return alpha + (previous - alpha) * weight
+
+        return blend
+
+    def _background(self, background: Background, frame: torch.Tensor) -> torch.Tensor:
+        """float (3, H, W) of what goes behind the person."""
+        torch = self._torch
+        if background.image is None and background.color is None:
+            return blurred(frame, background.blur_radius)
+        key = (id(background), tuple(frame.shape[1:]))
+        rendered = self._backgrounds.get(key)
+        if rendered is None:
+            height, width = frame.shape[1:]
+            if background.image is not None:
+                source = torch.from_numpy(np.ascontiguousarray(background.image)).to(frame.device)
+                rendered = resized(source.permute(2, 0, 1).float(), width, height).round()
+            else:
+                color = torch.tensor(background.color, dtype=torch.float32, device=frame.device)
+                rendered = color[:, None, None].expand(3, height, width)
+            self._backgrounds[key] = rendered
+            while len(self._backgrounds) > _BACKGROUNDS_KEPT:
+                self._backgrounds.popitem(last=False)
+        return rendered
+
+    # --- after the batch, on the codec threads -------------------------------------------
+
+    async def finish(self, job: FrameJob, prepared: GpuPrepared, batched: GpuResult) -> Finished:
+        request = job.request
+        width = request.width or prepared.width
+        height = request.height or prepared.height
+        if batched.composited is not None:
+            return None, EncodedImage(width, height, batched.composited)
+        if batched.edge is not None:
+            return await self._codec_workers.run(self._finish_edge, job, batched.edge)
+        mask = await self._codec_workers.run(
+            self._codec.encode_mask, batched.mask, width, height, request.encoding
+        )
+        return mask, None
+
+    def _finish_edge(self, job: FrameJob, edge: tuple[np.ndarray, ...]) -> Finished:
+        alpha, pixels, frame = edge
+        request = job.request
+        height, width = frame.shape[:2]
+        width, height = request.width or width, request.height or height
+        alpha = guided_upscale(alpha, pixels, _output_frame(frame, width, height))
+        return self._codec.encode_mask(alpha, width, height, request.encoding), None
+
+
+def resized(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """float (C, H, W) at width x height: bilinear, antialiased where it shrinks."""
+    import torch.nn.functional as F
+
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    shrinks = image.shape[-1] > width or image.shape[-2] > height
+    return F.interpolate(
+        image[None], (height, width), mode="bilinear", align_corners=False, antialias=shrinks
+    )[0]
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    return image.round().clamp(0, 255).to(torch.uint8)
+
+
+def blurred(frame: torch.Tensor, radius: float) -> torch.Tensor:
+    """float (3, H, W): the frame blurred as `Background` blurs it on the CPU (a quarter-size
+    copy, a Gaussian of radius / 4 spanning 3 sigma as OpenCV's for 8-bit images, scaled
+    back); the border repeats its edge pixels."""
+    import torch
+    import torch.nn.functional as F
+
+    height, width = frame.shape[1:]
+    small = resized(frame.float(), max(1, width // 4), max(1, height // 4))
+    sigma = max(radius, 1.0) / 4
+    half = max(1, round(sigma * 3))
+    x = torch.arange(-half, half + 1, dtype=torch.float32, device=frame.device)
+    kernel = torch.exp(-(x**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    padded = F.pad(small[None], (half, half, half, half), mode="replicate")
+    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+    both = F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    return resized(both[0], width, height)
+
+
+def _hwc(image: torch.Tensor) -> torch.Tensor:
+    return image.permute(1, 2, 0).contiguous()
+
+
+def _output_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    from service.frames.resize import resize
+
+    return resize(frame, width, height)
+
+
+def create_frame_path(engine: Engine, codec: JpegCodec, codec_workers: WorkerThreads) -> FramePath:
+    """The GPU path where the engine runs on CUDA and torchvision's CUDA JPEG works there;
+    the CPU path everywhere else."""
+    device = getattr(engine, "device", "cpu")
+    if device.startswith("cuda") and hasattr(engine, "infer_on_device"):
+        if engine.spec.fit == "stretch":
+            frame_device = CudaFrameDevice.available(device)
+            if frame_device is not None:
+                log.info("%s: frames decoded and encoded on %s (nvJPEG)", engine.spec.name, device)
+                return GpuFramePath(engine, codec, codec_workers, frame_device)
+        log.info("%s: torchvision's CUDA JPEG is missing; frames on the CPU", engine.spec.name)
+    return CpuFramePath(engine, codec, codec_workers)

@@ -1,0 +1,163 @@
+"""The GPU frame path's own logic on the CPU: its device calls go through `CpuFrameDevice`
+(libjpeg-turbo, torch CPU tensors) instead of nvJPEG, everything else runs as on a GPU.
+Batches of mixed sizes, a corrupt frame failing alone, answers in order, smoothing in stream
+order, and masks and composites that agree with the CPU path's."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.registry import model_spec
+from service.engines.torch_engine import TorchEngine
+from service.errors import FrameError, FrameErrorReason
+from service.frames.codec import JpegCodec, MaskEncoding
+from service.frames.cpu_path import CpuFramePath
+from service.frames.gpu_device import CpuFrameDevice
+from service.frames.gpu_path import GpuFramePath, GpuResult, blurred, create_frame_path
+from service.frames.path import FrameJob
+from service.frames.refine import Background, TemporalSmoother
+from service.frames.requests import CompositeRequest, OutputRequest
+from service.frames.workers import WorkerThreads
+from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
+from tests.reference import iou
+
+SPEC = model_spec("selfie-general")
+RAW = OutputRequest(0, 0, MaskEncoding.RAW_U8)
+
+
+@pytest.fixture(scope="module")
+def engine(model_paths: dict[str, Path]) -> TorchEngine:
+    engine = TorchEngine(SPEC, model_paths[SPEC.name], "cpu", threads=1)
+    engine.warm_up()
+    return engine
+
+
+@pytest.fixture(scope="module")
+async def paths(engine: TorchEngine) -> AsyncIterator[tuple[GpuFramePath, CpuFramePath]]:
+    codec = JpegCodec(max_frame_bytes=4 << 20, max_frame_pixels=4096 * 4096)
+    workers = WorkerThreads(1, "codec")
+    yield (
+        GpuFramePath(engine, codec, workers, CpuFrameDevice()),
+        CpuFramePath(engine, codec, workers),
+    )
+    workers.shutdown()
+
+
+async def _through(path: object, jobs: list[FrameJob]) -> list[object]:
+    """Each job through prepare, one batch, finish; a FrameError where a frame failed."""
+    prepared = [await path.prepare(job) for job in jobs]
+    batched = path.run_batch(prepared)
+    assert len(batched) == len(jobs)
+    return [
+        result if isinstance(result, FrameError) else await path.finish(job, item, result)
+        for job, item, result in zip(jobs, prepared, batched, strict=True)
+    ]
+
+
+def _mask(finished: object) -> np.ndarray:
+    mask, _ = finished
+    return np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width) >= 128
+
+
+async def test_a_corrupt_frame_fails_alone_in_a_batch_of_mixed_sizes(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, cpu = paths
+    good = [video_frame_jpeg(640, 480), astronaut_jpeg(), video_frame_jpeg(1280, 720)]
+    corrupt = good[0][: len(good[0]) // 2]  # truncated: the header still reads
+    jobs = [FrameJob(jpeg, RAW) for jpeg in (good[0], corrupt, good[1], good[2])]
+
+    answers = await _through(gpu, jobs)
+    assert isinstance(answers[1], FrameError)
+    assert answers[1].reason == FrameErrorReason.CORRUPT_JPEG
+    expected = await _through(cpu, [jobs[0], jobs[2], jobs[3]])
+    for answer, cpu_answer, size in zip(
+        [answers[0], answers[2], answers[3]], expected, [(480, 640), (512, 512), (720, 1280)],
+        strict=True,
+    ):  # fmt: skip
+        assert _mask(answer).shape == size
+        assert iou(_mask(answer), _mask(cpu_answer)) >= 0.99
+
+
+async def test_a_batch_of_only_corrupt_frames_answers_each(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, _ = paths
+    jpeg = grace_hopper_jpeg()
+    cut = [jpeg[: len(jpeg) // 3], jpeg[: len(jpeg) // 2]]  # truncated: the headers read
+    results = gpu.run_batch([await gpu.prepare(FrameJob(damaged, RAW)) for damaged in cut])
+    assert [type(result) for result in results] == [FrameError, FrameError]
+
+
+async def test_limits_are_checked_before_the_batch(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, _ = paths
+    small_limits = JpegCodec(max_frame_bytes=4 << 20, max_frame_pixels=100 * 100)
+    strict = GpuFramePath(gpu.engine, small_limits, WorkerThreads(1, "t"), CpuFrameDevice())
+    with pytest.raises(FrameError) as raised:
+        await strict.prepare(FrameJob(astronaut_jpeg(), RAW))
+    assert raised.value.reason == FrameErrorReason.TOO_MANY_PIXELS
+
+
+async def test_a_stream_is_smoothed_in_order_within_a_batch(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, _ = paths
+    smoother = TemporalSmoother(0.8)
+    frames = [video_frame_jpeg(640, 480, shift) for shift in (0, 90)]
+    request = OutputRequest(320, 240, MaskEncoding.PNG)
+    jobs = [FrameJob(jpeg, request, smoother, sequence) for sequence, jpeg in enumerate(frames)]
+    answers = await _through(gpu, jobs)
+    assert [answer[0].encoding for answer in answers] == [MaskEncoding.PNG] * 2
+    alone = TemporalSmoother(0.8)
+    first = await _through(gpu, [FrameJob(frames[0], request, alone, 0)])
+    assert first[0][0].data == answers[0][0].data  # the first frame had nothing before it
+    second_unsmoothed = await _through(gpu, [FrameJob(frames[1], request)])
+    assert second_unsmoothed[0][0].data != answers[1][0].data  # the second was blended
+    assert smoother._previous_sequence == 1
+
+
+async def test_a_composite_is_encoded_by_the_device_and_matches_the_cpu(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, cpu = paths
+    for background in (Background(color=(0, 255, 0)), Background(blur_radius=12.0)):
+        request = OutputRequest(480, 360, MaskEncoding.RAW_U8, composite=CompositeRequest(
+            background, 90))  # fmt: skip
+        job = FrameJob(video_frame_jpeg(640, 480), request)
+        (answer,), (expected,) = await _through(gpu, [job]), await _through(cpu, [job])
+        assert answer[0] is None and (answer[1].width, answer[1].height) == (480, 360)
+        got = np.asarray(Image.open(io.BytesIO(answer[1].jpeg)), np.float32)
+        want = np.asarray(Image.open(io.BytesIO(expected[1].jpeg)), np.float32)
+        assert got.shape == want.shape == (360, 480, 3)
+        assert np.abs(got - want).mean() < 4.0
+
+
+async def test_edge_aware_masks_are_finished_on_the_cpu(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, cpu = paths
+    job = FrameJob(video_frame_jpeg(640, 480), OutputRequest(0, 0, MaskEncoding.RAW_U8, True))
+    prepared = await gpu.prepare(job)
+    (result,) = gpu.run_batch([prepared])
+    assert isinstance(result, GpuResult) and result.edge is not None
+    (answer,), (expected,) = await _through(gpu, [job]), await _through(cpu, [job])
+    assert iou(_mask(answer), _mask(expected)) >= 0.99
+
+
+def test_the_blur_keeps_a_flat_image_flat() -> None:
+    flat = torch.full((3, 40, 60), 100, dtype=torch.uint8)
+    assert torch.allclose(blurred(flat, 20.0), torch.full((3, 40, 60), 100.0), atol=1e-3)
+
+
+def test_a_cpu_engine_gets_the_cpu_path(engine: TorchEngine) -> None:
+    codec = JpegCodec(max_frame_bytes=1 << 20, max_frame_pixels=1 << 22)
+    assert isinstance(create_frame_path(engine, codec, WorkerThreads(1, "t")), CpuFramePath)
