@@ -11,7 +11,7 @@ METRICS_PORT ?= 9090
 APT_INSTALL := $(SUDO) apt-get update -qq && \
   DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
 
-.PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean
+.PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean gpu-carry
 
 setup: system-packages $(VENV)/.installed stubs models
 
@@ -83,6 +83,11 @@ demo: setup
 	  until $(BIN)/segmentation-healthcheck --target 127.0.0.1:50051 >/dev/null 2>&1; do \
 	    kill -0 $$server || exit 1; sleep 1; done; \
 	  $(BIN)/segmentation-webrtc-gateway --listen 127.0.0.1:$(DEMO_PORT) --target 127.0.0.1:50051
+
+# What the GPU test host lacks (wheels, libturbojpeg, the models, photos, stubs), in the
+# git-ignored .gpu-carry/ (~31 MB); `bash loadtest/gpu_host.sh` runs the GPU benchmark there.
+gpu-carry: setup
+	bash loadtest/gpu_carry.sh
 
 clean:
 	rm -rf $(VENV) $(STUBS) clients/python/segmentation/v1/*_pb2*

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.frames import video_sequence
-from service.timing import median_ms
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from segmentation.v1 import segmentation_pb2 as pb
@@ -17,6 +16,7 @@ from service.config import ServiceConfig
 from service.engines.base import TFLiteEngine
 from service.frames.codec import JpegCodec
 from service.frames.refine import Background, TemporalSmoother, composite, guided_upscale
+from service.timing import median_ms
 
 
 def _noisy_still_frames(width: int, height: int, count: int, sigma: float) -> list[bytes]:

@@ -18,7 +18,6 @@ from loadtest.capacity import Objective, Step, capacity_search, step_table
 from loadtest.frames import mean_frame_kilobytes, video_sequence
 from loadtest.generator import LoadShape, run_load, terminal_progress
 from loadtest.local_server import ServerProcess
-from loadtest.report import load_results, write_report
 from loadtest.stats import summarize
 from segmentation.v1 import segmentation_pb2 as pb
 
@@ -151,6 +150,8 @@ async def _command_capacity(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.out:
+        from loadtest.report import write_report  # matplotlib: only for reports
+
         for path in write_report(results, args.out):
             print(f"wrote {path}")
     return 0
@@ -165,6 +166,8 @@ async def _command_compare(args: argparse.Namespace) -> int:
     print()
     for configuration in configurations:
         print(f"{configuration['name']:<32} {configuration['capacity']:>3} calls per replica")
+    from loadtest.report import write_report  # matplotlib: only for reports
+
     for path in write_report(results, args.out):
         print(f"wrote {path}")
     return 0
@@ -226,6 +229,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command == "report":
+        from loadtest.report import load_results, write_report  # matplotlib: only for reports
+
         for path in write_report(load_results(args.results), args.out):
             print(f"wrote {path}")
         sys.exit(0)

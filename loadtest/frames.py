@@ -14,12 +14,9 @@ from PIL import Image
 
 
 def _photos() -> list[Image.Image]:
-    from matplotlib import cbook
-    from skimage import data
+    from models.verify import astronaut, grace_hopper
 
-    with cbook.get_sample_data("grace_hopper.jpg") as file:
-        hopper = Image.open(file).convert("RGB")
-    return [Image.fromarray(data.astronaut()), hopper]
+    return [Image.fromarray(astronaut()), Image.fromarray(grace_hopper())]
 
 
 def video_sequence(width: int, height: int, frames: int, photo: int = 0) -> list[bytes]:

@@ -68,9 +68,11 @@ class ServerProcess:
         self.port = port or free_port()
         self.metrics_port = free_port()
         self.target = f"{host}:{self.port}"
+        script = Path(sys.executable).parent / "segmentation-server"
+        # Where the project is not installed (a checkout on the GPU host), the module runs it.
+        server = [str(script)] if script.exists() else [sys.executable, "-m", "service.main"]
         command = [
-            str(Path(sys.executable).parent / "segmentation-server"),
-            "--address", self.target, "--metrics-port", str(self.metrics_port), *flags,
+            *server, "--address", self.target, "--metrics-port", str(self.metrics_port), *flags,
         ]  # fmt: skip
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's logging.
         self._log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed by stop())

@@ -117,6 +117,8 @@ class TorchEngine:
         if self._cuda:
             module = module.to(self.device).to(memory_format=torch.channels_last)
         self._modules = {"float32": module}
+        if self.precision == "float16":
+            self._modules["float16"] = copy.deepcopy(module).half()
         self._in_flight: queue.LifoQueue[_InFlight] = queue.LifoQueue()
         self.batches_at_once = batches_at_once
         self._warmed = False
@@ -124,7 +126,7 @@ class TorchEngine:
 
     @property
     def _module(self) -> torch.nn.Module:
-        return self._modules[self.precision]
+        return self._modules.get(self.precision, self._modules["float32"])  # "auto" till warm
 
     def padded_size(self, frames: int) -> int:
         return padded_size(frames, self.batch_sizes) if self._cuda else frames
@@ -196,9 +198,15 @@ class TorchEngine:
             if self._cuda and self.precision == "auto":
                 self.precision = self._measure_precision()
             if self._cuda_graphs:
-                for _ in range(self.batches_at_once):
-                    self._in_flight.put(self._capture())
-            else:
+                try:
+                    slots = [self._capture() for _ in range(self.batches_at_once)]
+                except RuntimeError as error:  # serve without graphs rather than not at all
+                    log.warning("%s: CUDA graph capture failed (%s)", self.spec.name, error)
+                    self._cuda_graphs = False
+                else:
+                    for slot in slots:
+                        self._in_flight.put(slot)
+            if not self._cuda_graphs:
                 for size in self.batch_sizes:
                     self.infer(blank_frames(self.spec, size))
             self._warmed = True

@@ -105,7 +105,7 @@ class GpuFramePath:
         """Each frame's result in order; a frame that fails to decode fails alone."""
         torch = self._torch
         with self._device.stream(), torch.inference_mode():
-            images = self._decode(prepared)
+            images = self.decode([frame.job.jpeg for frame in prepared])
             good = [n for n, image in enumerate(images) if not isinstance(image, FrameError)]
             results: list[Any] = list(images)
             if not good:
@@ -128,8 +128,8 @@ class GpuFramePath:
             return infer_on_device(inputs)
         return self._torch.from_numpy(self.engine.infer(inputs.cpu().numpy()))
 
-    def _decode(self, prepared: Sequence[GpuPrepared]) -> list[torch.Tensor | FrameError]:
-        jpegs = [frame.job.jpeg for frame in prepared]
+    def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
+        """uint8 (3, H, W) on the device for each JPEG, or its FrameError."""
         try:
             return list(self._device.decode(jpegs))
         except Exception:  # a list decode fails whole: find the corrupt ones alone

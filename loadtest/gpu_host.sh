@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# On the GPU test host: installs .gpu-carry/ (built here by `make gpu-carry`) under /tmp, then
+# runs the GPU benchmark. Figures go to $OUT/bench-gpu (or ./bench-gpu) as they come.
+#   bash loadtest/gpu_host.sh [bench_gpu flags...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARRY=$PWD/.gpu-carry
+SITE=/tmp/gpu-site
+rm -rf "$SITE" && mkdir -p "$SITE"
+# Wheels are zip files: unpacking them is their whole install here (no pip, no network).
+python3 - "$CARRY/wheels" "$SITE" <<'PY'
+import sys, zipfile
+from pathlib import Path
+for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
+    zipfile.ZipFile(wheel).extractall(sys.argv[2])
+PY
+cp "$CARRY"/stubs/*_pb2*.py clients/python/segmentation/v1/
+export PYTHONPATH=$SITE:$PWD:$PWD/clients/python
+export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export BENCH_PHOTO_DIR=$CARRY/photos
+export SEGMENTATION_MODEL_DIR=$CARRY/models
+python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', \
+torchvision.__version__, 'cuda', torch.cuda.is_available())"
+exec python3 -m loadtest.bench_gpu --model-dir "$CARRY/models" --out "${OUT:-.}/bench-gpu" "$@"

@@ -1,0 +1,159 @@
+"""Server processes on one GPU under open-loop load from generator processes of their own:
+answered frames/s at saturation, and the calls held at 30 FPS under the objective, found by
+bisection. The generators share the host's cores with the servers, so each run reports both
+sides' CPU: the servers' from /proc (by thread group), the generators' from their rusage."""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from loadtest.local_server import ServerProcess
+from loadtest.process_cpu import sample
+from loadtest.server_metrics import scrape
+
+FPS = 30.0
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    servers: int
+    calls: int
+    resolution: str
+    answered_per_s: float  # OK frames per second, counted by the callers
+    p99_ms: float  # the worst generator's p99
+    drop_ratio: float
+    error_ratio: float
+    server_cpu_ms_per_frame: float  # all servers' CPU over the frames they answered OK
+    generator_cpu_cores: float  # the generators' CPU time over the run's wall time
+    mean_batch_size: float
+
+    def holds(self, p99_ms: float = 100.0, max_drop: float = 0.01) -> bool:
+        return self.p99_ms <= p99_ms and self.drop_ratio <= max_drop and not self.error_ratio
+
+    def line(self) -> str:
+        return (
+            f"{self.servers} server(s), {self.calls:>4} calls {self.resolution}: "
+            f"{self.answered_per_s:7.0f} answered frames/s, p99 {self.p99_ms:6.1f} ms, dropped "
+            f"{self.drop_ratio:5.1%}, errors {self.error_ratio:.1%}, batch "
+            f"{self.mean_batch_size:5.1f}; servers {self.server_cpu_ms_per_frame:.2f} CPU-ms "
+            f"per frame, generators {self.generator_cpu_cores:.1f} cores"
+        )
+
+
+class Servers:
+    """`count` server processes on this host (one GPU), each with `flags`."""
+
+    def __init__(self, count: int, flags: list[str]) -> None:
+        self._stack = ExitStack()
+        self._flags = flags
+        self.count = count
+        self.processes: list[ServerProcess] = []
+
+    def __enter__(self) -> Servers:
+        # Started together, then waited for: their warm-ups (CUDA graphs) overlap.
+        started = [ServerProcess(*self._flags) for _ in range(self.count)]
+        for server in started:
+            self.processes.append(self._stack.enter_context(server))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def ok_frames(self) -> float:
+        return sum(_ok_frames(server) for server in self.processes)
+
+    def cpu_s(self) -> float:
+        return sum(sample(server.process.pid).total_s for server in self.processes)
+
+
+def _ok_frames(server: ServerProcess) -> float:
+    return sum(
+        value
+        for (name, labels), value in scrape(
+            f"http://127.0.0.1:{server.metrics_port}/metrics"
+        ).items()
+        if name == "segmentation_frames_total" and ("outcome", "ok") in labels
+    )
+
+
+def run_load(
+    servers: Servers,
+    calls: int,
+    resolution: str,
+    hold_s: float,
+    warm_up_s: float,
+    generators: int,
+    mask_encoding: str = "jpeg",
+) -> LoadRun:
+    """`calls` calls at 30 FPS spread over the servers, from `generators` processes (at least
+    one per server), each an open-loop `loadtest.cli run`."""
+    processes = max(generators, servers.count)
+    shares = [calls // processes + (n < calls % processes) for n in range(processes)]
+    ok_before, cpu_before = servers.ok_frames(), servers.cpu_s()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmp:
+        running = []
+        for n, streams in enumerate(shares):
+            if not streams:
+                continue
+            report = Path(tmp) / f"generator-{n}.json"
+            target = servers.processes[n % servers.count].target
+            command = [
+                sys.executable, "-m", "loadtest.cli", "run", "--target", target,
+                "--streams", str(streams), "--fps", str(FPS), "--seconds", str(hold_s),
+                "--ramp-up-s", "1", "--warm-up-s", str(warm_up_s), "--resolution", resolution,
+                "--mask-encoding", mask_encoding, "--json", str(report),
+            ]  # fmt: skip
+            running.append((streams, report, subprocess.Popen(command, stdout=subprocess.DEVNULL)))
+        reports = []
+        for streams, report, process in running:
+            if process.wait() != 0:
+                raise RuntimeError(f"a load generator failed (exit {process.returncode})")
+            reports.append((streams, json.loads(report.read_text())["overall"]))
+    wall_s = time.monotonic() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    generator_cpu_s = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
+    ok = servers.ok_frames() - ok_before
+    total_streams = sum(streams for streams, _ in reports)
+    return LoadRun(
+        servers=servers.count,
+        calls=calls,
+        resolution=resolution,
+        answered_per_s=sum(streams * o["fps_per_stream"] for streams, o in reports),
+        p99_ms=max(o["latency_ms"]["p99"] for _, o in reports),
+        drop_ratio=sum(streams * o["drop_ratio"] for streams, o in reports) / total_streams,
+        error_ratio=sum(streams * o["error_ratio"] for streams, o in reports) / total_streams,
+        server_cpu_ms_per_frame=(servers.cpu_s() - cpu_before) * 1e3 / max(ok, 1),
+        generator_cpu_cores=generator_cpu_s / wall_s,
+        mean_batch_size=sum(streams * o["mean_batch_size"] for streams, o in reports)
+        / total_streams,
+    )
+
+
+def calls_held(
+    measure: Callable[[int], LoadRun], low: int, high: int, report: Callable[[LoadRun], None]
+) -> int:
+    """The most calls that hold the objective, by bisection between `low` (assumed to hold;
+    0 for none) and `high` (assumed to fail), to within 5% of `high` or one call."""
+    tolerance = max(1, round(high * 0.05))
+    while high - low > tolerance:
+        middle = (low + high) // 2
+        run = measure(middle)
+        report(run)
+        if run.holds():
+            low = middle
+        else:
+            high = middle
+    return low
