@@ -106,7 +106,7 @@ def test_the_manifests_agree_with_the_service(overlay: str) -> None:
     resources = container["resources"]
     if overlay == "gpu":
         assert resources["limits"]["nvidia.com/gpu"] == 1
-        assert environment["SEGMENTATION_ENGINE"] == "tensorflow"
+        assert environment["SEGMENTATION_ENGINE"] == "auto"  # torch on CUDA, GPU frame path
         assert container["image"] == "segmentation:gpu"
     else:
         assert "nvidia.com/gpu" not in resources["requests"]

@@ -5,6 +5,7 @@ order, and masks and composites that agree with the CPU path's."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 
 from models.registry import model_spec
+from service.batching.batcher import BatchPolicy
 from service.engines.torch_engine import TorchEngine
 from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec, MaskEncoding
@@ -22,9 +24,11 @@ from service.frames.cpu_path import CpuFramePath
 from service.frames.gpu_device import CpuFrameDevice
 from service.frames.gpu_path import GpuFramePath, GpuResult, blurred, create_frame_path
 from service.frames.path import FrameJob
+from service.frames.pipeline import ModelPipeline
 from service.frames.refine import Background, TemporalSmoother
 from service.frames.requests import CompositeRequest, OutputRequest
 from service.frames.workers import WorkerThreads
+from service.metrics import ServiceMetrics
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 from tests.reference import iou
 
@@ -161,3 +165,28 @@ def test_the_blur_keeps_a_flat_image_flat() -> None:
 def test_a_cpu_engine_gets_the_cpu_path(engine: TorchEngine) -> None:
     codec = JpegCodec(max_frame_bytes=1 << 20, max_frame_pixels=1 << 22)
     assert isinstance(create_frame_path(engine, codec, WorkerThreads(1, "t")), CpuFramePath)
+
+
+async def test_through_the_batch_runner_every_frame_gets_its_own_answer(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    """The path as the server drives it: frames from several callers batched together, one
+    corrupt, each answered on its own, in the order each caller sent them."""
+    gpu, _ = paths
+    pipeline = ModelPipeline(
+        gpu.engine, gpu, BatchPolicy(max_queue_delay_ms=50.0), ServiceMetrics().for_model("m")
+    )
+    await pipeline.start()
+    try:
+        good = video_frame_jpeg(640, 480)
+        frames = [good, good[: len(good) // 2], astronaut_jpeg(), video_frame_jpeg(1280, 720)]
+        answers = await asyncio.gather(
+            *(pipeline.segment(jpeg, RAW) for jpeg in frames), return_exceptions=True
+        )
+    finally:
+        await pipeline.stop()
+    assert isinstance(answers[1], FrameError)
+    assert answers[1].reason == FrameErrorReason.CORRUPT_JPEG
+    sizes = [(a.mask.width, a.mask.height) for n, a in enumerate(answers) if n != 1]
+    assert sizes == [(640, 480), (512, 512), (1280, 720)]
+    assert max(a.batch_size for n, a in enumerate(answers) if n != 1) > 1  # batched together
