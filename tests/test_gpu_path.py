@@ -190,3 +190,24 @@ async def test_through_the_batch_runner_every_frame_gets_its_own_answer(
     sizes = [(a.mask.width, a.mask.height) for n, a in enumerate(answers) if n != 1]
     assert sizes == [(640, 480), (512, 512), (1280, 720)]
     assert max(a.batch_size for n, a in enumerate(answers) if n != 1) > 1  # batched together
+
+
+async def test_masks_and_composites_mixed_in_a_batch_each_get_their_own(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    gpu, _ = paths
+    frame = video_frame_jpeg(640, 480)
+    green = CompositeRequest(Background(color=(0, 255, 0)), 90)
+    blur = CompositeRequest(Background(blur_radius=8.0), 60)
+    jobs = [
+        FrameJob(frame, OutputRequest(0, 0, MaskEncoding.RAW_U8, composite=green)),
+        FrameJob(frame, RAW),
+        FrameJob(frame, OutputRequest(320, 240, MaskEncoding.RAW_U8, composite=blur)),
+        FrameJob(frame, OutputRequest(0, 0, MaskEncoding.RAW_U8, composite=green)),
+    ]
+    answers = await _through(gpu, jobs)
+    kinds = [(mask is None, image is None) for mask, image in answers]
+    assert kinds == [(True, False), (False, True), (True, False), (True, False)]
+    sizes = [Image.open(io.BytesIO(image.jpeg)).size for _, image in answers if image]
+    assert sizes == [(640, 480), (320, 240), (640, 480)]
+    assert answers[0][1].jpeg == answers[3][1].jpeg  # the same frame and background

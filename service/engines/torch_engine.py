@@ -266,7 +266,10 @@ class TorchEngine:
                         module(device_in)
                 torch.cuda.current_stream().wait_stream(slot.stream)
                 graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=slot.pool, stream=slot.stream):
+                # thread_local: other threads' CUDA work (a model already serving) goes on.
+                with torch.cuda.graph(
+                    graph, pool=slot.pool, stream=slot.stream, capture_error_mode="thread_local"
+                ):
                     device_out = module(device_in)
             slot.graphs[size], slot.device_in[size], slot.device_out[size] = (
                 graph,

@@ -63,6 +63,14 @@ class GpuResult:
     edge: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class _Composite:
+    """A composited frame on the device, waiting for the batch's JPEG encode."""
+
+    image: Any  # uint8 (3, H, W)
+    quality: int
+
+
 class GpuFramePath:
     """Prepared: `GpuPrepared`; batched: `GpuResult`. The engine must run on `device.device`
     and offer `infer_on_device` (the torch engine)."""
@@ -117,10 +125,24 @@ class GpuFramePath:
                 self._after_model(prepared[n].job, images[n], inputs[i], alphas[i])
                 for i, n in enumerate(good)
             ]
+            composites = self._encode_composites(pending)
             self._device.wait()
             for n, result in zip(good, pending, strict=True):
-                results[n] = result()
+                results[n] = composites.get(id(result)) or result()
             return results
+
+    def _encode_composites(self, pending: list[Any]) -> dict[int, GpuResult]:
+        """The batch's composites JPEG-encoded together, one device call per quality."""
+        by_quality: dict[int, list[_Composite]] = {}
+        for item in pending:
+            if isinstance(item, _Composite):
+                by_quality.setdefault(item.quality, []).append(item)
+        encoded = {}
+        for quality, items in by_quality.items():
+            jpegs = self._device.encode_jpeg([item.image for item in items], quality)
+            for item, jpeg in zip(items, jpegs, strict=True):
+                encoded[id(item)] = GpuResult(composited=jpeg)
+        return encoded
 
     def _run_model(self, inputs: torch.Tensor) -> torch.Tensor:
         infer_on_device = getattr(self.engine, "infer_on_device", None)
@@ -168,8 +190,7 @@ class GpuFramePath:
             frame = to_uint8(resized(image.float(), width, height))
         behind = self._background(request.composite.background, frame)
         blended = to_uint8(behind + (frame.float() - behind) * full_alpha)
-        jpeg = self._device.encode_jpeg([blended], request.composite.jpeg_quality)[0]
-        return lambda: GpuResult(composited=jpeg)
+        return _Composite(blended, request.composite.jpeg_quality)
 
     def _smoothing(self, strength: float) -> Any:
         torch = self._torch
