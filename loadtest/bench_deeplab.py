@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from service.timing import median_ms
 from models.deeplab import DeepLabModel
 from models.deeplab_batched import BatchedDeepLab
 from models.deeplab_check import check_images
 from models.deeplab_standin import write_frozen_graph
+from service.timing import median_ms
 
 
 def bench_deeplab(batch: int = 8, runs: int = 5) -> tuple[float, float]:

@@ -5,18 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.batching.batcher import Batcher, BatchPolicy, Outlook
-from service.batching.runner import StreamCadence
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from service.batching.cadence import StreamCadence
+from tests.helpers import FakeClock
 
 
 def make_batcher(max_batch_size: int = 4, max_queue_delay_ms: float = 10.0):

@@ -40,7 +40,6 @@ class StreamSettings:
     """A stream's StreamConfig in the service's own terms."""
 
     stream_id: str  # empty: the server assigns one
-    model: str  # empty: the default model
     output: OutputRequest
     smoothing_strength: float
 
@@ -54,15 +53,19 @@ def output_request(width: int, height: int, encoding: int, max_pixels: int) -> O
     return request
 
 
-async def stream_settings(
-    first: pb.StreamSegmentRequest, codec: JpegCodec, max_pixels: int
-) -> StreamSettings:
-    """The first message of a stream, which must be its config, checked."""
+def stream_config(first: pb.StreamSegmentRequest) -> pb.StreamConfig:
+    """The first message of a stream, which must be its config."""
     if not first.HasField("config"):
         raise StreamProtocolError(
             "the first message of a stream must be a StreamConfig; got a Frame"
         )
-    config = first.config
+    return first.config
+
+
+async def stream_settings(
+    config: pb.StreamConfig, codec: JpegCodec, max_pixels: int
+) -> StreamSettings:
+    """A stream's config, checked (its model is looked up by the caller)."""
     mask = output_request(config.mask_width, config.mask_height, config.mask_encoding, max_pixels)
     if not 0.0 <= config.temporal_smoothing <= 1.0:
         raise InvalidConfigError(
@@ -74,7 +77,7 @@ async def stream_settings(
     output = OutputRequest(
         mask.width, mask.height, mask.encoding, config.edge_aware_upscale, composite
     )
-    return StreamSettings(config.stream_id, config.model, output, config.temporal_smoothing)
+    return StreamSettings(config.stream_id, output, config.temporal_smoothing)
 
 
 async def _composite_request(composite: pb.Composite, codec: JpegCodec) -> CompositeRequest:

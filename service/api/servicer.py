@@ -64,6 +64,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._readers: dict[VideoStream, asyncio.Task[None]] = {}
         self._drained: set[VideoStream] = set()  # streams whose reading the drain stopped
         self._draining = False
+        self.frames_received = 0  # of streams that ended
         self.frames_answered = 0
 
     def drain(self) -> None:
@@ -141,15 +142,17 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                         await reader
             finally:
                 if stream is not None:
+                    self.frames_received += stream.frames_read
                     self._drained.discard(stream)
                     await self._streams.close(stream)
                     self._metrics.for_model(stream.model).active_streams.dec()
 
     async def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
+        config = protocol.stream_config(first)
+        pipeline = self._pipeline(config.model)
         settings = await protocol.stream_settings(
-            first, self._codec, self._settings.max_frame_pixels
+            config, self._codec, self._settings.max_frame_pixels
         )
-        pipeline = self._pipeline(settings.model)
         stream_id = self._streams.claim_id(settings.stream_id)
         stream = VideoStream(
             stream_id,
