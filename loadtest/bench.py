@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from loadtest.bench_deeplab import bench_deeplab
 from loadtest.bench_floor import format_floor
 from loadtest.bench_quality import bench_quality
@@ -31,9 +33,18 @@ from loadtest.process_memory import rss_mb
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from service.config import ServiceConfig
-from service.engines.base import ms_per_frame
+from service.engines.base import Engine
 from service.engines.tensorflow import TensorFlowEngine, configure_tensorflow
 from service.engines.tflite import TFLiteEngine
+from service.timing import median_ms
+
+
+def ms_per_frame(engine: Engine, batch: int = 8, runs: int = 5) -> float:
+    """Median engine time per frame at `batch` (random frames), after one unmeasured run."""
+    frames = np.random.default_rng(0).integers(
+        0, 256, (batch, engine.spec.input_height, engine.spec.input_width, 3), np.uint8
+    )
+    return median_ms(lambda: engine.infer(frames), runs) / batch
 
 
 def bench_engine_batches(config: ServiceConfig) -> None:

@@ -4,9 +4,11 @@ types, defaults included: what a stream or a request asks for, and the answers i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from segmentation.v1 import segmentation_pb2 as pb
+from service.engines.base import Engine
 from service.errors import FrameError, InvalidConfigError, StreamProtocolError
 from service.frames.codec import EncodedMask, JpegCodec, MaskEncoding
 from service.frames.refine import Background
@@ -140,6 +142,24 @@ def segment_response(segmented: SegmentedFrame) -> pb.SegmentResponse:
     _fill_timings(response.timings, segmented.timings, admission_wait_s=0.0)
     _fill_mask(response.mask, segmented.mask)
     return response
+
+
+def models_response(engines: Sequence[Engine], default_model: str) -> pb.ListModelsResponse:
+    return pb.ListModelsResponse(
+        models=[
+            pb.ModelInfo(
+                name=engine.spec.name,
+                input_width=engine.spec.input_width,
+                input_height=engine.spec.input_height,
+                engine=engine.name,
+                device=engine.device,
+                is_default=engine.spec.name == default_model,
+                batched=max(engine.batch_sizes) > 1,
+                batch_sizes=engine.batch_sizes,
+            )
+            for engine in engines
+        ]
+    )
 
 
 def _fill_mask(message: pb.Mask, mask: EncodedMask) -> None:
