@@ -22,19 +22,29 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from loadtest.bench_deeplab import bench_deeplab
 from loadtest.bench_floor import format_floor
 from loadtest.bench_quality import bench_quality
-from loadtest.bench_service import LoadFigures, calls_carried, measure_load
+from loadtest.bench_service import LoadFigures, calls_carried, measure_load, server_env
+from loadtest.local_server import ServerProcess
+from loadtest.process_memory import rss_mb
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from service.config import ServiceConfig
-from service.engines.base import (
-    TensorFlowEngine,
-    TFLiteEngine,
-    configure_tensorflow,
-    measure_ms_per_frame,
-)
+from service.engines.base import Engine
+from service.engines.tensorflow import TensorFlowEngine, configure_tensorflow
+from service.engines.tflite import TFLiteEngine
+from service.timing import median_ms
+
+
+def ms_per_frame(engine: Engine, batch: int = 8, runs: int = 5) -> float:
+    """Median engine time per frame at `batch` (random frames), after one unmeasured run."""
+    frames = np.random.default_rng(0).integers(
+        0, 256, (batch, engine.spec.input_height, engine.spec.input_width, 3), np.uint8
+    )
+    return median_ms(lambda: engine.infer(frames), runs) / batch
 
 
 def bench_engine_batches(config: ServiceConfig) -> None:
@@ -44,7 +54,7 @@ def bench_engine_batches(config: ServiceConfig) -> None:
     spec = model_spec(config.default_model)
     path = ensure_model_files([spec], Path(config.model_dir), config.fetch_models)[spec.name]
     savedmodel = ensure_savedmodel(spec, path, Path(config.model_dir))
-    device = configure_tensorflow(config)
+    device = configure_tensorflow(config.engine_threads)
     sizes = (1, 2, 4, 8, 16, 32)
     engines = (
         TFLiteEngine(spec, path, config.engine_threads),
@@ -54,7 +64,7 @@ def bench_engine_batches(config: ServiceConfig) -> None:
     print("engine      " + "".join(f"{f'batch {size}':>10}" for size in sizes) + "   b32/b1")
     for engine in engines:
         engine.warm_up()
-        costs = [measure_ms_per_frame(engine, size, runs=20) for size in sizes]
+        costs = [ms_per_frame(engine, size, runs=20) for size in sizes]
         print(
             f"{engine.name:<12}" + "".join(f"{cost:10.2f}" for cost in costs)
             + f"   {costs[-1] / costs[0]:6.2f}"
@@ -79,6 +89,12 @@ def _print_side_by_side(label: str, figures: LoadFigures, baseline: LoadFigures 
         print(f"    baseline: {baseline.line()}")
 
 
+def ready_rss_mb(flags: list[str], checkout: Path | None = None) -> float:
+    """Resident memory of a server with `flags` once it serves (its models warm), in MB."""
+    with ServerProcess("--log-level", "WARNING", *flags, env=server_env(checkout)) as server:
+        return rss_mb(server.process.pid)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     parser.add_argument("--streams", type=int, default=10, help="calls of the main measurement")
@@ -94,8 +110,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     config = ServiceConfig.from_args([])
-    flags = ["--engine", "tflite"]  # what `auto` picks on a CPU, without measuring at each start
+    flags = ["--engine", "tflite"]  # what `auto` picks on a CPU (named, for older baselines)
     print(f"{os.cpu_count()} CPUs; server flags {flags}, otherwise its defaults; JPEG masks")
+
+    rss = ready_rss_mb([])
+    rss_baseline = ready_rss_mb([], args.baseline) if args.baseline else None
+    print(
+        f"\nServer resident memory once warm, default settings: {rss:.0f} MB"
+        + (f" (baseline {rss_baseline:.0f} MB)" if rss_baseline else "")
+    )
 
     floors = _floor(["640x480", "1280x720"])
     print("\nThe floor: each step alone on one core, cheapest configuration (median CPU-ms):")

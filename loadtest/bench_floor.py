@@ -20,7 +20,7 @@ from turbojpeg import TJPF_GRAY, TJPF_RGB, TJSAMP_GRAY, TurboJPEG
 from loadtest.frames import video_sequence
 from models.fetch import default_model_dir, ensure_model_files
 from models.registry import model_spec
-from service.engines.base import TFLiteEngine
+from service.engines.tflite import TFLiteEngine
 from service.frames.codec import dct_scale_for, to_bytes
 from service.frames.resize import resize
 

@@ -4,6 +4,7 @@ cost per frame of each output option at 640x480 and 1280x720 (one codec thread).
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,9 @@ import numpy as np
 from loadtest.frames import video_sequence
 from models.fetch import ensure_model_files
 from models.registry import model_spec
-from segmentation.v1 import segmentation_pb2 as pb
 from service.config import ServiceConfig
-from service.engines.base import TFLiteEngine
-from service.frames.codec import JpegCodec
+from service.engines.tflite import TFLiteEngine
+from service.frames.codec import JpegCodec, MaskEncoding
 from service.frames.refine import Background, TemporalSmoother, composite, guided_upscale
 from service.timing import median_ms
 
@@ -30,7 +30,15 @@ def _noisy_still_frames(width: int, height: int, count: int, sigma: float) -> li
     return frames
 
 
-def bench_quality(config: ServiceConfig) -> None:
+@dataclass(frozen=True)
+class QualityFigures:
+    flicker: dict[float, float]  # by smoothing strength: mean |mask change| a frame, in [0, 1]
+    step_ms: dict[str, tuple[float, float]]  # by step: ms a frame at 640x480 and at 1280x720
+
+
+def measure_quality(config: ServiceConfig) -> QualityFigures:
+    """Flicker by smoothing strength on a still scene with camera noise, and the cost of each
+    step an answer may take."""
     spec = model_spec(config.default_model)
     path = ensure_model_files([spec], Path(config.model_dir), config.fetch_models)[spec.name]
     engine = TFLiteEngine(spec, path, config.engine_threads)
@@ -41,7 +49,7 @@ def bench_quality(config: ServiceConfig) -> None:
         engine.infer(codec.decode_for_model(j, spec.input_width, spec.input_height).pixels[None])[0]
         for j in frames
     ]
-    print("\nflicker: mean |mask change| per frame on a still scene with camera noise (sigma 6)")
+    flicker = {}
     for strength in (0.0, 0.5, 0.8):
         smoother = TemporalSmoother(strength) if strength else None
         masks = [
@@ -49,13 +57,20 @@ def bench_quality(config: ServiceConfig) -> None:
             for sequence, alpha in enumerate(alphas)
         ]
         change = np.mean([np.abs(b - a).mean() for a, b in itertools.pairwise(masks)])
-        print(f"  smoothing {strength:.1f}: {change / 255:.5f}")
+        flicker[strength] = float(change / 255)
+    small, large = (_step_costs(codec, engine, size) for size in ((640, 480), (1280, 720)))
+    return QualityFigures(flicker, {name: (cost, large[name]) for name, cost in small.items()})
 
+
+def bench_quality(config: ServiceConfig) -> None:
+    figures = measure_quality(config)
+    print("\nflicker: mean |mask change| per frame on a still scene with camera noise (sigma 6)")
+    for strength, change in figures.flicker.items():
+        print(f"  smoothing {strength:.1f}: {change:.5f}")
     print("\ncost per frame of each step, ms, median of 30 (one thread):")
     print(f"  {'step':<34}{'640x480':>10}{'1280x720':>10}")
-    small, large = (_step_costs(codec, engine, size) for size in ((640, 480), (1280, 720)))
-    for name, cost in small.items():
-        print(f"  {name:<34}{cost:10.2f}{large[name]:10.2f}")
+    for name, (small, large) in figures.step_ms.items():
+        print(f"  {name:<34}{small:10.2f}{large:10.2f}")
 
 
 def _step_costs(codec: JpegCodec, engine: TFLiteEngine, size: tuple[int, int]) -> dict[str, float]:
@@ -70,9 +85,7 @@ def _step_costs(codec: JpegCodec, engine: TFLiteEngine, size: tuple[int, int]) -
     frame = decoded.frame
     full_alpha = guided_upscale(alpha, decoded.pixels, frame)
     steps = {
-        "mask, bilinear, raw": lambda: codec.encode_mask(
-            alpha, width, height, pb.MASK_ENCODING_RAW_U8
-        ),
+        "mask, bilinear, raw": lambda: codec.encode_mask(alpha, width, height, MaskEncoding.RAW_U8),
         "temporal smoothing (model size)": lambda: smoother(alpha, next(sequences)),
         "decode at output size": lambda: codec.decode_for_model(
             jpeg, spec.input_width, spec.input_height, (0, 0)

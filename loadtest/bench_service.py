@@ -50,7 +50,7 @@ def _ok_frames(metrics_url: str) -> float:
     )
 
 
-def _server_env(checkout: Path | None) -> dict[str, str] | None:
+def server_env(checkout: Path | None) -> dict[str, str] | None:
     """Runs the server from another checkout of this repository (a baseline to compare)."""
     if checkout is None:
         return None
@@ -69,7 +69,7 @@ def measure_load(
     """`streams` calls at 30 FPS against a fresh server with `server_flags`."""
     flags = ["--log-level", "WARNING", *server_flags]
     with (
-        ServerProcess(*flags, env=_server_env(checkout)) as server,
+        ServerProcess(*flags, env=server_env(checkout)) as server,
         tempfile.TemporaryDirectory() as tmp,
     ):
         metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"

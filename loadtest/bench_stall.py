@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from loadtest.local_server import ServerProcess
+from loadtest.process_memory import rss_mb
 
 FPS = 30.0
 WIDTH, HEIGHT = 640, 480
@@ -31,14 +32,6 @@ NORMAL_STREAMS = 2
 UNBOUNDED_FLAGS = ["--max-unwritten-answers-per-stream", "1000000"]
 # The server cuts off a caller that reads nothing for this long (its default).
 STREAM_IDLE_TIMEOUT_S = 60.0
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB (VmRSS, Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 async def _stalled_stream(target: str, seconds: float) -> dict[str, int]:

@@ -251,7 +251,11 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         if started:
             remaining_s = await _wait_for_streams_to_end(streams, config.shutdown_grace_s)
             await server.stop(remaining_s)
-        log.info("stopped: %d stream frames answered", servicer.frames_answered)
+        log.info(
+            "stopped: %d stream frames received, %d answered",
+            servicer.frames_received,
+            servicer.frames_answered,
+        )
         for pipeline in pipelines.values():
             await pipeline.stop()
         codec_workers.shutdown()

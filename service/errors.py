@@ -1,4 +1,4 @@
-"""The errors of the serving path. `server.py` alone maps them to gRPC answers."""
+"""The errors of the serving path. `api/status.py` alone maps them to gRPC statuses."""
 
 from __future__ import annotations
 

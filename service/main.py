@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 from collections.abc import Sequence
@@ -41,17 +42,22 @@ async def _serve(config: ServiceConfig) -> None:
 
 
 def _prepare_models(config: ServiceConfig) -> None:
-    """Fetches and checks the model files, and converts them for the TensorFlow engine."""
-    from models.convert import ensure_savedmodels
+    """Fetches and checks the model files, and converts them for the TensorFlow engine where
+    it may serve: asked for, or `auto` where TensorFlow is installed (a GPU image)."""
     from models.fetch import ensure_model_files
     from models.registry import model_spec
 
     specs = [model_spec(name) for name in config.models]
     model_dir = Path(config.model_dir)
-    if config.engine in ("tflite", "model-free"):
+    tensorflow_may_serve = config.engine == "tensorflow" or (
+        config.engine == "auto" and importlib.util.find_spec("tensorflow") is not None
+    )
+    if not tensorflow_may_serve:
         for name, path in ensure_model_files(specs, model_dir, fetch=True).items():
             print(f"{name}: {path} (sha256 checked)")
         return
+    from models.convert import ensure_savedmodels
+
     for name, (tflite, savedmodel) in ensure_savedmodels(specs, model_dir, fetch=True).items():
         print(f"{name}: {tflite} (sha256 checked)")
         print(f"{name}: {savedmodel} (TensorFlow SavedModel)")

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from dnslib.server import DNSServer
 
+from loadtest.local_server import free_port
 from models.fetch import ensure_model_files
 from models.registry import MODELS
 from segmentation_client import SegmentationClient
 from service.app import RunningService, running_server
-from service.config import ServiceConfig
-
-
-def loopback_config(**overrides: object) -> ServiceConfig:
-    """The default config on a free loopback port, metrics off, with the TFLite engine unless
-    the test asks for another. No SEGMENTATION_* variable of the shell reaches it."""
-    return ServiceConfig(
-        **{"address": "127.0.0.1:0", "metrics_port": -1, "engine": "tflite", **overrides}
-    )
+from tests.helpers import loopback_config
+from tests.replica_dns import ReplicasResolver
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +32,17 @@ async def server(request: pytest.FixtureRequest) -> AsyncIterator[RunningService
         yield service
 
 
-# For tests whose subject does not depend on the engine (protocol, input handling, what is
-# done to a mask after the model): they run against the shared TFLite server only.
-ENGINE_INDEPENDENT = pytest.mark.parametrize("server", ["tflite"], indirect=True)
-
-
 @pytest.fixture
 async def client(server: RunningService) -> AsyncIterator[SegmentationClient]:
     async with SegmentationClient(server.target) as segmentation_client:
         yield segmentation_client
+
+
+@pytest.fixture
+def dns_port() -> Iterator[int]:
+    port = free_port()
+    server = DNSServer(ReplicasResolver(), port=port, address="127.0.0.1")
+    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    thread.start()
+    yield port
+    server.server.shutdown()

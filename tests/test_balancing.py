@@ -8,41 +8,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Iterator
-
-import pytest
-from dnslib import QTYPE, RR, A
-from dnslib.server import BaseResolver, DNSServer
 
 from loadtest.local_server import free_port
 from service.app import running_server
-from tests.conftest import loopback_config
-
-NAME = "segmentation.test."
-REPLICAS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
-
-
-class ReplicasResolver(BaseResolver):
-    """Answers the service's name with every replica's address, as a headless Service does."""
-
-    def resolve(self, request, handler):  # type: ignore[no-untyped-def]
-        reply = request.reply()
-        if str(request.q.qname) == NAME and request.q.qtype == QTYPE.A:
-            for address in REPLICAS:
-                reply.add_answer(RR(NAME, QTYPE.A, rdata=A(address), ttl=5))
-        return reply
-
-
-@pytest.fixture
-def dns_port() -> Iterator[int]:
-    port = free_port()
-    server = DNSServer(ReplicasResolver(), port=port, address="127.0.0.1")
-    thread = threading.Thread(target=server.server.serve_forever, daemon=True)
-    thread.start()
-    yield port
-    server.server.shutdown()
-
+from tests.helpers import loopback_config
+from tests.replica_dns import NAME, REPLICAS
 
 CLIENT = textwrap.dedent(
     """

@@ -5,18 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.batching.batcher import Batcher, BatchPolicy, Outlook
-from service.batching.runner import StreamCadence
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from service.batching.cadence import StreamCadence
+from tests.helpers import FakeClock
 
 
 def make_batcher(max_batch_size: int = 4, max_queue_delay_ms: float = 10.0):
@@ -103,7 +93,7 @@ def test_bad_policies_are_refused_with_the_bad_value(size: int, delay: float, me
 def test_with_nothing_on_its_way_a_lone_frame_closes_at_once() -> None:
     batcher, _ = make_batcher(max_queue_delay_ms=10.0)
     batcher.add("a")
-    nothing = Outlook(frames_decoding=0, next_frames_due_at=())
+    nothing = Outlook(frames_being_prepared=0, next_frames_due_at=())
     assert batcher.seconds_until_due(nothing) == 0.0
     batch = batcher.take_batch(nothing)
     assert batch is not None and batch.items == ("a",)
@@ -113,7 +103,7 @@ def test_with_nothing_on_its_way_a_lone_frame_closes_at_once() -> None:
 def test_a_frame_being_decoded_is_waited_for_up_to_the_delay() -> None:
     batcher, clock = make_batcher(max_queue_delay_ms=10.0)
     batcher.add("a")
-    decoding = Outlook(frames_decoding=1, next_frames_due_at=())
+    decoding = Outlook(frames_being_prepared=1, next_frames_due_at=())
     clock.advance(0.004)
     assert batcher.take_batch(decoding) is None
     assert batcher.seconds_until_due(decoding) == pytest.approx(0.006)
@@ -125,7 +115,9 @@ def test_a_frame_being_decoded_is_waited_for_up_to_the_delay() -> None:
 def test_a_stream_due_before_the_delay_is_waited_for_until_it_is_late() -> None:
     batcher, clock = make_batcher(max_queue_delay_ms=10.0)
     batcher.add("a")
-    soon = Outlook(frames_decoding=0, next_frames_due_at=(clock.now + 0.003, clock.now + 0.050))
+    soon = Outlook(
+        frames_being_prepared=0, next_frames_due_at=(clock.now + 0.003, clock.now + 0.050)
+    )
     assert batcher.seconds_until_due(soon) == pytest.approx(0.003)
     assert batcher.take_batch(soon) is None
     clock.advance(0.003)  # its frame did not come: nothing else can join in time
@@ -137,7 +129,7 @@ def test_a_stream_due_before_the_delay_is_waited_for_until_it_is_late() -> None:
 def test_streams_due_only_after_the_delay_do_not_hold_the_batch() -> None:
     batcher, clock = make_batcher(max_queue_delay_ms=10.0)
     batcher.add("a")
-    later = Outlook(frames_decoding=0, next_frames_due_at=(clock.now + 0.033,))
+    later = Outlook(frames_being_prepared=0, next_frames_due_at=(clock.now + 0.033,))
     batch = batcher.take_batch(later)
     assert batch is not None and batch.waited_s == (0.0,)
 
@@ -145,7 +137,7 @@ def test_streams_due_only_after_the_delay_do_not_hold_the_batch() -> None:
 def test_a_stream_whose_rate_is_not_known_yet_is_waited_for_up_to_the_delay() -> None:
     batcher, clock = make_batcher(max_queue_delay_ms=10.0)
     batcher.add("a")
-    starting = Outlook(frames_decoding=0, next_frames_due_at=(), streams_starting=1)
+    starting = Outlook(frames_being_prepared=0, next_frames_due_at=(), streams_starting=1)
     assert batcher.seconds_until_due(starting) == pytest.approx(0.010)
     clock.advance(0.010)
     batch = batcher.take_batch(starting)

@@ -3,20 +3,13 @@ figures say what smoothing is for: less flicker on a still scene, the more the s
 
 from __future__ import annotations
 
-import re
-
-import pytest
-
-from loadtest.bench_quality import bench_quality
-from tests.conftest import loopback_config
+from loadtest.bench_quality import measure_quality
+from tests.helpers import loopback_config
 
 
-def test_flicker_falls_as_smoothing_grows_and_every_step_is_costed(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    bench_quality(loopback_config(models=("selfie-general",)))
-    printed = capsys.readouterr().out
-    flicker = [float(f) for f in re.findall(r"smoothing \d\.\d: ([\d.]+)", printed)]
-    assert len(flicker) == 3 and flicker[0] > flicker[1] > flicker[2] > 0, printed
-    costs = re.findall(r"^  (\S.*?)\s+([\d.]+)\s+([\d.]+)$", printed, re.MULTILINE)
-    assert len(costs) == 6 and all(float(a) > 0 and float(b) > 0 for _, a, b in costs), printed
+def test_flicker_falls_as_smoothing_grows_and_every_step_is_costed() -> None:
+    figures = measure_quality(loopback_config(models=("selfie-general",)))
+    flicker = [figures.flicker[strength] for strength in (0.0, 0.5, 0.8)]
+    assert flicker[0] > flicker[1] > flicker[2] > 0, figures.flicker
+    assert len(figures.step_ms) == 6
+    assert all(small > 0 and large > 0 for small, large in figures.step_ms.values()), figures

@@ -13,7 +13,7 @@ import psutil
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.app import RunningService, running_server
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import video_frame_jpeg
 
 STREAMS = 1000
@@ -105,8 +105,8 @@ async def test_a_thousand_streams_cancelled_at_random_points_leave_nothing_behin
         )
         assert sum(endings.values()) == STREAMS and set(endings) == set(ENDINGS)
         assert len(service.streams) == 0
-        assert service.frame_budget.in_flight == 0, "every frame gave its room back"
-        assert all(p.batches.frames_waiting == 0 and p.batches.batches_in_flight == 0
+        assert service.admission.in_flight == 0, "every frame gave its room back"
+        assert all(p.batch_runner.frames_waiting == 0 and p.batch_runner.batches_in_flight == 0
                    for p in service.pipelines.values())  # fmt: skip
         assert await asyncio.to_thread(stream_series, service) == []
         assert service.metrics.active_streams.labels("selfie-general")._value.get() == 0

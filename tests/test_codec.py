@@ -11,7 +11,14 @@ from PIL import Image
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import mask_to_array
 from service.errors import FrameError, FrameErrorReason
-from service.frames.codec import LETTERBOX_FILL, MIN_COVERAGE, JpegCodec, dct_scale_for, scaled_size
+from service.frames.codec import (
+    LETTERBOX_FILL,
+    MIN_COVERAGE,
+    JpegCodec,
+    MaskEncoding,
+    dct_scale_for,
+    scaled_size,
+)
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
 
 
@@ -170,13 +177,20 @@ def test_grayscale_and_progressive_frames_decode(codec: JpegCodec) -> None:
 
 
 @pytest.mark.parametrize(
-    "encoding", [pb.MASK_ENCODING_RAW_U8, pb.MASK_ENCODING_PNG, pb.MASK_ENCODING_JPEG]
+    ("encoding", "wire_encoding"),
+    [
+        (MaskEncoding.RAW_U8, pb.MASK_ENCODING_RAW_U8),
+        (MaskEncoding.PNG, pb.MASK_ENCODING_PNG),
+        (MaskEncoding.JPEG, pb.MASK_ENCODING_JPEG),
+    ],
 )
-def test_masks_are_upscaled_and_encoded(codec: JpegCodec, encoding: int) -> None:
+def test_masks_are_upscaled_and_encoded(
+    codec: JpegCodec, encoding: MaskEncoding, wire_encoding: int
+) -> None:
     alpha = np.zeros((144, 256), np.float32)
     alpha[:, 128:] = 1.0  # right half is "person"
     encoded = codec.encode_mask(alpha, 640, 360, encoding)
     assert (encoded.width, encoded.height, encoded.encoding) == (640, 360, encoding)
-    mask = mask_to_array(pb.Mask(width=640, height=360, encoding=encoding, data=encoded.data))
+    mask = mask_to_array(pb.Mask(width=640, height=360, encoding=wire_encoding, data=encoded.data))
     assert mask.shape == (360, 640)
     assert mask[:, :300].max() <= 10 and mask[:, 340:].min() >= 245

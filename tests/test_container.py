@@ -97,4 +97,4 @@ def test_the_image_steps_run_in_a_fresh_virtual_environment(
         server.send_signal(signal.SIGTERM)
         output, _ = server.communicate(timeout=60)
     assert server.returncode == 0, output
-    assert "engine auto" in output and "SERVING" in output
+    assert "engine for selfie-general: tflite" in output and "SERVING" in output

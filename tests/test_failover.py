@@ -17,9 +17,9 @@ import urllib.request
 from loadtest.local_server import ServerProcess, free_port
 from segmentation_client import SegmentationClient
 from service.app import running_server
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg
-from tests.test_balancing import NAME, REPLICAS, dns_port  # noqa: F401 (a fixture)
+from tests.replica_dns import NAME, REPLICAS
 
 SERVER_FLAGS = (
     "--models", "selfie-general", "--engine", "tflite", "--shutdown-grace-s", "5",
@@ -145,7 +145,7 @@ def where_for(where: dict, n: int) -> dict:
 
 
 async def test_streams_go_on_across_a_drain_and_a_death_behind_one_name(
-    dns_port: int,  # noqa: F811 (the fixture)
+    dns_port: int,
 ) -> None:
     port = free_port()
     servers = start_servers(3, host=REPLICAS, port=port)

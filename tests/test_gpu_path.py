@@ -22,7 +22,8 @@ from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec, MaskEncoding
 from service.frames.cpu_path import CpuFramePath
 from service.frames.gpu_device import CpuFrameDevice
-from service.frames.gpu_path import GpuFramePath, GpuResult, blurred, create_frame_path
+from service.frames.gpu_ops import blurred
+from service.frames.gpu_path import GpuFramePath, GpuResult, create_frame_path
 from service.frames.path import FrameJob
 from service.frames.pipeline import ModelPipeline
 from service.frames.refine import Background, TemporalSmoother

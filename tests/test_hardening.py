@@ -16,9 +16,8 @@ from segmentation_client.client import KEEPALIVE_TIME_S
 from service.app import running_server
 from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec
-from tests.conftest import loopback_config
+from tests.helpers import burst_stream, closed_loop_stream, loopback_config
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
-from tests.test_server import burst_stream, closed_loop_stream
 
 OK = pb.StreamSegmentResponse.OK
 DROPPED = pb.StreamSegmentResponse.DROPPED
@@ -97,7 +96,7 @@ async def test_a_full_frame_budget_drops_stale_frames_evenly_instead_of_queueing
     # Queued streams take the room in turn: no stream is starved while others are served.
     served = [sum(r.status == OK for r in responses) for responses in results]
     assert min(served) >= max(served) // 2, f"OK frames per stream: {served}"
-    assert service.frame_budget.in_flight == 0
+    assert service.admission.in_flight == 0
 
 
 async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None:
@@ -118,16 +117,16 @@ async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None
             await stalled.wait()
 
         stream = asyncio.create_task(burst_answers(client.stream(one_frame())))
-        await wait_until(lambda: pipeline.batches.frames_waiting == 1)
+        await wait_until(lambda: pipeline.batch_runner.frames_waiting == 1)
         call = asyncio.create_task(client.segment(astronaut_jpeg(), timeout_s=1.0))
-        await wait_until(lambda: pipeline.batches.frames_waiting == 2 or call.done())
-        assert pipeline.batches.frames_waiting == 2, "the frame waits in the batcher"
+        await wait_until(lambda: pipeline.batch_runner.frames_waiting == 2 or call.done())
+        assert pipeline.batch_runner.frames_waiting == 2, "the frame waits in the batcher"
         with pytest.raises(SegmentationError) as caught:
             await call
         assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         # The handler's cancellation runs just after the status.
-        await wait_until(lambda: pipeline.batches.frames_waiting == 1)
-        assert pipeline.batches.frames_waiting == 1, "only the stream's frame is left"
+        await wait_until(lambda: pipeline.batch_runner.frames_waiting == 1)
+        assert pipeline.batch_runner.frames_waiting == 1, "only the stream's frame is left"
         stalled.set()
         stream.cancel()
 

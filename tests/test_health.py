@@ -13,8 +13,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from loadtest.local_server import free_port
 from segmentation_client import SegmentationClient, SegmentationError
 from service.app import SERVICE_NAME, running_server
-from service.engines.base import TFLiteEngine
-from tests.conftest import loopback_config
+from service.engines.tflite import TFLiteEngine
+from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -15,7 +15,7 @@ from loadtest.generator import FrameRecord, LoadShape, RunResult, run_load
 from loadtest.report import write_report
 from loadtest.stats import summarize
 from service.app import running_server
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 
 SEQUENCES = [
     video_sequence(320, 240, frames=8, photo=0),

@@ -20,7 +20,7 @@ from loadtest.local_server import free_port, wait_for_http
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, SegmentationClient
 from service.app import RunningService, running_server
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import video_frame_jpeg
 
 STREAMS = 4

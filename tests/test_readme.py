@@ -1,32 +1,76 @@
-"""The README documents every setting and the commands CI runs."""
+"""The README and the guides in docs/ say what the code does: the command CI runs, every
+setting with its default, every folder and top-level module of `service/`, links that resolve
+and make targets that exist."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from pathlib import Path
 
 from service.config import ServiceConfig
 
 ROOT = Path(__file__).parent.parent
+README = ROOT / "README.md"
+SETTINGS_GUIDE = ROOT / "docs" / "configuration.md"  # holds the settings table
+TEST_COMMAND = "make test"  # what the README tells people to run, and all that CI runs
+LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)")  # [text](target#fragment)
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "loadtest" / "README.md"]
 
 
-def test_every_setting_has_a_row_in_the_readme_table() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [f.name for f in fields(ServiceConfig) if f"| `{f.name}` |" not in readme]
-    assert not missing, f"settings missing from the README table: {missing}"
+def code_block_lines(markdown: str) -> list[str]:
+    """The lines inside fenced code blocks, without their shell comments."""
+    lines, inside = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            inside = not inside
+        elif inside:
+            lines.append(line.split(" #")[0].strip())
+    return lines
+
+
+def section(markdown: str, heading: str) -> str:
+    """The text under the `## heading` line, up to the next heading of that level."""
+    match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", markdown, re.M | re.S)
+    assert match, f"no '## {heading}' section"
+    return match.group(1)
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def settings_rows() -> dict[str, str]:
+    """Each setting's row of the settings table, by setting name."""
+    rows = {}
+    for line in SETTINGS_GUIDE.read_text().splitlines():
+        match = re.match(r"\| `(\w+)` \|", line)
+        if match:
+            rows[match.group(1)] = line
+    return rows
 
 
 def test_ci_runs_the_readme_test_command() -> None:
-    assert "make test" in (ROOT / "README.md").read_text()
-    assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+    shown = code_block_lines(README.read_text())
+    assert TEST_COMMAND in shown, f"the README shows no `{TEST_COMMAND}` line in a code block"
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert [line for line in ci_lines if line][-1] == TEST_COMMAND
 
 
-def test_the_readme_defaults_are_the_config_defaults() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_every_setting_has_a_row_in_the_settings_table() -> None:
+    rows = settings_rows()
+    missing = [setting.name for setting in fields(ServiceConfig) if setting.name not in rows]
+    assert not missing, f"settings missing from the table in {SETTINGS_GUIDE.name}: {missing}"
+    unknown = sorted(set(rows) - {setting.name for setting in fields(ServiceConfig)})
+    assert not unknown, f"rows in {SETTINGS_GUIDE.name} for settings that do not exist: {unknown}"
+
+
+def test_the_documented_defaults_are_the_config_defaults() -> None:
+    rows = settings_rows()
     defaults = ServiceConfig.from_args([], environ={})
     for setting in fields(ServiceConfig):
-        row = next(line for line in readme.splitlines() if line.startswith(f"| `{setting.name}` |"))
-        documented = row.split("|")[2].strip()
+        documented = rows[setting.name].split("|")[2].strip()
         value = getattr(defaults, setting.name)
         if documented == "CPU count" or setting.name == "model_dir":
             continue  # machine-dependent
@@ -42,4 +86,48 @@ def test_the_readme_defaults_are_the_config_defaults() -> None:
             expected = f"{value:g}"
         else:
             expected = str(value)
-        assert shown == expected, f"{setting.name}: README says {shown}, the config {expected}"
+        assert shown == expected, f"{setting.name}: the table says {shown}, the config {expected}"
+
+
+def test_the_layout_table_names_every_folder_and_top_level_module_of_service() -> None:
+    layout = section(README.read_text(), "Layout")
+    service = ROOT / "service"
+    folders = [
+        f"service/{path.name}/"
+        for path in service.iterdir()
+        if path.is_dir() and not path.name.startswith(("_", "."))  # not __pycache__
+    ]
+    modules = [f"service/{path.name}" for path in service.glob("[!_]*.py")]
+    assert folders and modules
+    missing = [name for name in sorted(folders + modules) if f"`{name}`" not in layout]
+    assert not missing, f"the README's layout table does not name {missing}"
+
+
+def test_links_between_the_documents_resolve() -> None:
+    broken = []
+    for document in DOCUMENTS:
+        for target, fragment in LINK.findall(document.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            linked = (document.parent / target).resolve() if target else document
+            if not linked.exists():
+                broken.append(f"{document.relative_to(ROOT)}: {target}")
+            elif fragment and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.M)
+                if fragment not in {anchor(heading.replace("`", "")) for heading in headings}:
+                    broken.append(f"{document.relative_to(ROOT)}: {target}#{fragment}")
+    assert not broken, f"links that lead nowhere: {broken}"
+
+
+def test_the_make_commands_cited_exist_and_take_no_options() -> None:
+    """`make bench --baseline` is what make refuses: the options belong to the scripts."""
+    targets = set(re.findall(r"^([a-z][\w-]*):", (ROOT / "Makefile").read_text(), re.M))
+    wrong = []
+    for document in DOCUMENTS:
+        text = document.read_text()
+        commands = code_block_lines(text) + re.findall(r"`([^`\n]+)`", text)
+        for command in commands:
+            for target, option in re.findall(r"\bmake ([\w-]+)(\s+-\S+)?", command):
+                if target not in targets or option:
+                    wrong.append(f"{document.relative_to(ROOT)}: make {target}{option}")
+    assert not wrong, f"make commands that make refuses: {wrong}"

@@ -24,7 +24,7 @@ from service.frames.refine import (
     guided_upscale,
     uncertainty,
 )
-from tests.conftest import ENGINE_INDEPENDENT
+from tests.helpers import ENGINE_INDEPENDENT
 from tests.photos import astronaut_rgb, encode_jpeg, grace_hopper_rgb
 from tests.reference import iou
 

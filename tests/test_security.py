@@ -16,7 +16,7 @@ from segmentation_client import FrameToSend, SegmentationClient, SegmentationErr
 from service.app import running_server
 from service.config import ServiceConfig
 from tests.certificates import CertificateAuthority
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg
 
 TOKEN = "s3cret-token-for-tests"

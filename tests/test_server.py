@@ -15,43 +15,13 @@ from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import FrameToSend, SegmentationClient, SegmentationError, mask_to_array
 from service.app import RunningService, running_server
-from tests.conftest import ENGINE_INDEPENDENT, loopback_config
+from tests.helpers import ENGINE_INDEPENDENT, burst_stream, closed_loop_stream, loopback_config
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 from tests.reference import iou, reference_mask
 
 OK = pb.StreamSegmentResponse.OK
 DROPPED = pb.StreamSegmentResponse.DROPPED
 ERROR = pb.StreamSegmentResponse.ERROR
-
-
-async def closed_loop_stream(
-    client: SegmentationClient, jpegs: Sequence[bytes], window: int = 2, **options: object
-) -> list[pb.StreamSegmentResponse]:
-    """Sends each frame as soon as fewer than `window` frames are unanswered."""
-    room = asyncio.Semaphore(window)
-
-    async def frames() -> AsyncIterator[FrameToSend]:
-        for frame_id, jpeg in enumerate(jpegs):
-            await room.acquire()
-            yield FrameToSend(frame_id, jpeg, capture_timestamp_us=frame_id * 33_333)
-
-    responses = []
-    async for response in client.stream(frames(), **options):
-        responses.append(response)
-        room.release()
-    return responses
-
-
-async def burst_stream(
-    client: SegmentationClient, jpegs: Sequence[bytes], **options: object
-) -> list[pb.StreamSegmentResponse]:
-    """Sends every frame at once, without waiting for answers."""
-
-    async def frames() -> AsyncIterator[FrameToSend]:
-        for frame_id, jpeg in enumerate(jpegs):
-            yield FrameToSend(frame_id, jpeg)
-
-    return [response async for response in client.stream(frames(), **options)]
 
 
 def person_mask(mask: pb.Mask) -> np.ndarray:
@@ -345,7 +315,7 @@ async def test_a_client_that_vanishes_is_forgotten_and_others_do_not_notice(
     assert len(server.streams) == 0
     # Every frame the vanished caller had in the pipeline gave its room back (the batcher
     # empties within milliseconds anyway, so it would say nothing).
-    assert server.frame_budget.in_flight == 0
+    assert server.admission.in_flight == 0
 
 
 async def _aenumerate(items: Sequence[bytes]) -> AsyncIterator[tuple[int, bytes]]:

@@ -16,7 +16,7 @@ from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import FrameToSend, SegmentationClient
 from service.app import RunningService, running_server
 from service.streams.video_stream import VideoStream
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import video_frame_jpeg
 
 OK = pb.StreamSegmentResponse.OK
@@ -78,12 +78,23 @@ async def _normal_stream(
 
 
 async def _registered(service: RunningService, stream_id: str) -> VideoStream:
-    # Read-only look at the registry: the server's own record of the stalled stream.
+    # The server's own record of the stalled stream.
     for _ in range(2000):
-        if (stream := service.streams._streams.get(stream_id)) is not None:
+        if (stream := service.streams.get(stream_id)) is not None:
             return stream
         await asyncio.sleep(0.005)
     raise AssertionError(f"stream {stream_id!r} never opened")
+
+
+async def _each_served(
+    answers: list[list[pb.StreamSegmentResponse]], since: list[int], ok_frames: int
+) -> None:
+    """Returns once each stream got `ok_frames` OK answers after its answer number `since`."""
+    while any(  # noqa: ASYNC110 (other tasks append the answers: a poll reads them simply)
+        sum(r.status == OK for r in stream_answers[start:]) < ok_frames
+        for stream_answers, start in zip(answers, since, strict=True)
+    ):
+        await asyncio.sleep(0.01)
 
 
 async def test_a_caller_that_stops_reading_is_held_at_the_bound_and_served_again() -> None:
@@ -132,10 +143,17 @@ async def test_a_caller_that_stops_reading_is_held_at_the_bound_and_served_again
         await asyncio.wait_for(full.wait(), 10.0)
         # The answers gRPC already took fill the transport windows; then nothing moves.
         await asyncio.sleep(SETTLE_S)
-        read_after_settle = stream._arrivals  # frames of the slow stream read off the call
+        read_after_settle = stream.frames_read  # frames of the slow stream read off the call
         normal_at_hold_start = [len(answers) for answers in normal_answers]
+        # The hold lasts at least HOLD_S, and until the normal streams were served meanwhile
+        # (each a third of the frames its camera made in HOLD_S): a slow machine only makes
+        # the hold longer, never the test fail.
+        hold_frames = round(HOLD_S / FRAME_INTERVAL_S)
         await asyncio.sleep(HOLD_S)
-        read_after_hold = stream._arrivals
+        await asyncio.wait_for(
+            _each_served(normal_answers, normal_at_hold_start, hold_frames // 3), timeout=30.0
+        )
+        read_after_hold = stream.frames_read
         unwritten_after_hold = stream.unwritten
         normal_in_hold = [
             answers[start:]
@@ -154,7 +172,6 @@ async def test_a_caller_that_stops_reading_is_held_at_the_bound_and_served_again
             camera.stop.set()
         await asyncio.gather(*normal)
 
-    hold_frames = round(HOLD_S / FRAME_INTERVAL_S)  # what a camera makes during the hold
     figures = (
         f"slow stream: {read_after_settle} frames read after settling, {read_after_hold} after "
         f"the hold; {sent_at_resume} handed to its call; most unwritten {max(unwritten_seen)}"

@@ -10,30 +10,34 @@ import asyncio
 
 import pytest
 
-from segmentation.v1 import segmentation_pb2 as pb
-from service.errors import FrameError, FrameErrorReason, StreamReplacedError
-from service.frames.codec import EncodedMask
-from service.frames.pipeline import FrameTimings, OutputRequest, SegmentedFrame
-from service.streams.admission import FrameBudget
+from service.errors import (
+    FrameError,
+    FrameErrorReason,
+    StreamReplacedError,
+    TooManyStreamsError,
+)
+from service.frames.codec import EncodedMask, MaskEncoding
+from service.frames.requests import FrameTimings, SegmentedFrame
+from service.streams.admission import AdmissionScheduler
 from service.streams.answers import FrameOutcome, IncomingFrame
 from service.streams.registry import StreamRegistry
-from service.streams.stats import StreamStats
+from service.streams.stats import RecentStreamFigures
 from service.streams.video_stream import VideoStream
-
-MASK = OutputRequest(0, 0, pb.MASK_ENCODING_RAW_U8)
 
 
 class GatedSegmenter:
-    """Each frame's segmentation finishes when the test releases it (by JPEG bytes)."""
+    """A stream's model handle whose frames finish when the test releases them (by JPEG
+    bytes)."""
+
+    model = "m"
 
     def __init__(self) -> None:
+        self.closed = False
         self.gates: dict[bytes, asyncio.Future[None]] = {}
         self.started: list[bytes] = []
         self.cancelled: list[bytes] = []
 
-    async def __call__(
-        self, jpeg: bytes, mask: OutputRequest, smoother: object = None
-    ) -> SegmentedFrame:
+    async def segment(self, jpeg: bytes, sequence: int) -> SegmentedFrame:
         self.started.append(jpeg)
         gate = self.gates.setdefault(jpeg, asyncio.get_running_loop().create_future())
         try:
@@ -43,14 +47,17 @@ class GatedSegmenter:
             raise
         if jpeg.startswith(b"bad"):
             raise FrameError(FrameErrorReason.CORRUPT_JPEG, "not a JPEG")
-        return SegmentedFrame(EncodedMask(1, 1, mask.encoding, b"\xff"), 1, FrameTimings())
+        return SegmentedFrame(EncodedMask(1, 1, MaskEncoding.RAW_U8, b"\xff"), 1, FrameTimings())
+
+    def close(self) -> None:
+        self.closed = True
 
     def release(self, jpeg: bytes) -> None:
         self.gates.setdefault(jpeg, asyncio.get_running_loop().create_future()).set_result(None)
 
 
 def new_stream(segmenter: GatedSegmenter, max_in_flight: int, stream_id: str = "s") -> VideoStream:
-    return VideoStream(stream_id, "m", MASK, segmenter, max_in_flight, FrameBudget(64))
+    return VideoStream(stream_id, segmenter, max_in_flight, AdmissionScheduler(64))
 
 
 def frame(n: int, prefix: bytes = b"f") -> IncomingFrame:
@@ -140,14 +147,18 @@ async def test_close_cancels_the_frames_in_flight_and_forgets_the_waiting_one() 
 async def test_registry_assigns_ids_hands_a_reopened_id_over_and_forgets_closed_streams() -> None:
     registry = StreamRegistry(max_streams=2)
 
-    def create(stream_id: str) -> VideoStream:
-        return new_stream(GatedSegmenter(), 1, stream_id)
+    def open_stream(stream_id: str) -> VideoStream:
+        stream = new_stream(GatedSegmenter(), 1, registry.claim_id(stream_id))
+        registry.add(stream)
+        return stream
 
-    named = registry.open("call-1", create)
-    generated = registry.open("", create)
+    named = open_stream("call-1")
+    generated = open_stream("")
     assert generated.stream_id and generated.stream_id != "call-1"
+    with pytest.raises(TooManyStreamsError):
+        registry.claim_id("call-2")
     # At the limit, a reopened id still gets in: it takes the old stream's place.
-    reopened = registry.open("call-1", create)
+    reopened = open_stream("call-1")
     with pytest.raises(StreamReplacedError, match="'call-1' was replaced"):
         async for _ in named.answers():
             pass
@@ -160,7 +171,7 @@ async def test_registry_assigns_ids_hands_a_reopened_id_over_and_forgets_closed_
 
 def test_stream_stats_report_the_recent_window() -> None:
     now = [0.0]
-    stats = StreamStats(lambda: now[0])
+    stats = RecentStreamFigures(lambda: now[0])
     assert stats.frames_per_second() == 0.0 and stats.latency_quantiles((0.5,)) == {}
     for n in range(60):  # 30 FPS for 2 s, latency 10..69 ms
         now[0] = n / 30
@@ -170,5 +181,5 @@ def test_stream_stats_report_the_recent_window() -> None:
     quantiles = stats.latency_quantiles((0.5, 0.99))
     assert quantiles[0.5] == pytest.approx(0.0395, abs=0.001)
     assert quantiles[0.99] == pytest.approx(0.069, abs=0.001)
-    now[0] = 2.0 + StreamStats.WINDOW_S + 1  # nothing answered for longer than the window
+    now[0] = 2.0 + RecentStreamFigures.WINDOW_S + 1  # nothing answered for longer than the window
     assert stats.frames_per_second() == 0.0 and stats.latency_quantiles((0.5,)) == {}

@@ -21,7 +21,7 @@ from loadtest.local_server import free_port, wait_for_http
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import running_server
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import encode_jpeg, grace_hopper_rgb
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

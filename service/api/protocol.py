@@ -4,9 +4,11 @@ types, defaults included: what a stream or a request asks for, and the answers i
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from segmentation.v1 import segmentation_pb2 as pb
+from service.engines.base import Engine
 from service.errors import FrameError, InvalidConfigError, StreamProtocolError
 from service.frames.codec import EncodedMask, JpegCodec, MaskEncoding
 from service.frames.refine import Background
@@ -40,7 +42,6 @@ class StreamSettings:
     """A stream's StreamConfig in the service's own terms."""
 
     stream_id: str  # empty: the server assigns one
-    model: str  # empty: the default model
     output: OutputRequest
     smoothing_strength: float
 
@@ -54,15 +55,19 @@ def output_request(width: int, height: int, encoding: int, max_pixels: int) -> O
     return request
 
 
-async def stream_settings(
-    first: pb.StreamSegmentRequest, codec: JpegCodec, max_pixels: int
-) -> StreamSettings:
-    """The first message of a stream, which must be its config, checked."""
+def stream_config(first: pb.StreamSegmentRequest) -> pb.StreamConfig:
+    """The first message of a stream, which must be its config."""
     if not first.HasField("config"):
         raise StreamProtocolError(
             "the first message of a stream must be a StreamConfig; got a Frame"
         )
-    config = first.config
+    return first.config
+
+
+async def stream_settings(
+    config: pb.StreamConfig, codec: JpegCodec, max_pixels: int
+) -> StreamSettings:
+    """A stream's config, checked (its model is looked up by the caller)."""
     mask = output_request(config.mask_width, config.mask_height, config.mask_encoding, max_pixels)
     if not 0.0 <= config.temporal_smoothing <= 1.0:
         raise InvalidConfigError(
@@ -74,7 +79,7 @@ async def stream_settings(
     output = OutputRequest(
         mask.width, mask.height, mask.encoding, config.edge_aware_upscale, composite
     )
-    return StreamSettings(config.stream_id, config.model, output, config.temporal_smoothing)
+    return StreamSettings(config.stream_id, output, config.temporal_smoothing)
 
 
 async def _composite_request(composite: pb.Composite, codec: JpegCodec) -> CompositeRequest:
@@ -137,6 +142,24 @@ def segment_response(segmented: SegmentedFrame) -> pb.SegmentResponse:
     _fill_timings(response.timings, segmented.timings, admission_wait_s=0.0)
     _fill_mask(response.mask, segmented.mask)
     return response
+
+
+def models_response(engines: Sequence[Engine], default_model: str) -> pb.ListModelsResponse:
+    return pb.ListModelsResponse(
+        models=[
+            pb.ModelInfo(
+                name=engine.spec.name,
+                input_width=engine.spec.input_width,
+                input_height=engine.spec.input_height,
+                engine=engine.name,
+                device=engine.device,
+                is_default=engine.spec.name == default_model,
+                batched=max(engine.batch_sizes) > 1,
+                batch_sizes=engine.batch_sizes,
+            )
+            for engine in engines
+        ]
+    )
 
 
 def _fill_mask(message: pb.Mask, mask: EncodedMask) -> None:

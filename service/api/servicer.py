@@ -64,7 +64,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._readers: dict[VideoStream, asyncio.Task[None]] = {}
         self._drained: set[VideoStream] = set()  # streams whose reading the drain stopped
         self._draining = False
+        self._frames_read_by_ended_streams = 0
         self.frames_answered = 0
+
+    @property
+    def frames_received(self) -> int:
+        """Frames read off every stream so far, open or ended."""
+        open_streams = sum(stream.frames_read for stream in self._readers)
+        return self._frames_read_by_ended_streams + open_streams
 
     def drain(self) -> None:
         """Takes no new streams or frames; open streams end UNAVAILABLE (DRAINING_DETAILS)
@@ -141,15 +148,17 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                         await reader
             finally:
                 if stream is not None:
+                    self._frames_read_by_ended_streams += stream.frames_read
                     self._drained.discard(stream)
                     await self._streams.close(stream)
                     self._metrics.for_model(stream.model).active_streams.dec()
 
     async def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
+        config = protocol.stream_config(first)
+        pipeline = self._pipeline(config.model)
         settings = await protocol.stream_settings(
-            first, self._codec, self._settings.max_frame_pixels
+            config, self._codec, self._settings.max_frame_pixels
         )
-        pipeline = self._pipeline(settings.model)
         stream_id = self._streams.claim_id(settings.stream_id)
         stream = VideoStream(
             stream_id,
@@ -205,20 +214,8 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             pipelines = self._loaded_pipelines()
         except ANSWERED_ERRORS as error:
             await context.abort(status_of(error), str(error))
-        return pb.ListModelsResponse(
-            models=[
-                pb.ModelInfo(
-                    name=name,
-                    input_width=pipeline.spec.input_width,
-                    input_height=pipeline.spec.input_height,
-                    engine=pipeline.engine.name,
-                    device=pipeline.engine.device,
-                    is_default=name == self._settings.default_model,
-                    batched=max(pipeline.engine.batch_sizes) > 1,
-                    batch_sizes=pipeline.engine.batch_sizes,
-                )
-                for name, pipeline in pipelines.items()
-            ]
+        return protocol.models_response(
+            [pipeline.engine for pipeline in pipelines.values()], self._settings.default_model
         )
 
 

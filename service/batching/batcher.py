@@ -43,6 +43,9 @@ class BatchPolicy:
             "minimum": 0,
         },
     )
+    # The engines are built with this many batches at once (a TFLite model copy each:
+    # engines/selection.py), and each model's pipeline takes its engine's own figure
+    # (frames/pipeline.policy_for), so the engine threads and the model copies always agree.
     max_batches_in_flight: int = field(
         default=2,
         metadata={
@@ -64,7 +67,7 @@ class BatchPolicy:
 class Outlook:
     """What is known of the frames still to come for one model, on the batcher's clock."""
 
-    frames_decoding: int  # admitted and being decoded: they join within a few milliseconds
+    frames_being_prepared: int  # admitted, being readied (decoded): they join within milliseconds
     next_frames_due_at: tuple[float, ...]  # when each open stream's next frame is expected
     streams_starting: int = 0  # open streams whose frame rate is not known yet: any moment
     idle_engines: int = 1  # batches the engine could start at once right now
@@ -129,12 +132,12 @@ class Batcher(Generic[Item]):
         if outlook is None:
             return deadline - now
         coming = [due_at for due_at in outlook.next_frames_due_at if now < due_at < deadline]
-        on_their_way = outlook.frames_decoding + outlook.streams_starting + len(coming)
+        on_their_way = outlook.frames_being_prepared + outlook.streams_starting + len(coming)
         if outlook.idle_engines > 1 and outlook.idle_engines >= len(self._waiting) + on_their_way:
             # Every frame here or on its way can have a batch of its own, run side by side:
             # waiting for company would only add latency.
             return 0.0
-        if outlook.frames_decoding or outlook.streams_starting:
+        if outlook.frames_being_prepared or outlook.streams_starting:
             return deadline - now
         if not coming:
             return 0.0  # no frame can join in time

@@ -9,7 +9,6 @@ from typing import Protocol
 import numpy as np
 
 from models.registry import ModelSpec
-from service.timing import median_ms
 
 
 class Engine(Protocol):
@@ -43,14 +42,6 @@ class Engine(Protocol):
 
 def blank_frames(spec: ModelSpec, count: int) -> np.ndarray:
     return np.zeros((count, spec.input_height, spec.input_width, 3), np.uint8)
-
-
-def ms_per_frame(engine: Engine, batch: int = 8, runs: int = 5) -> float:
-    """Median engine time per frame at `batch` (random frames), after one unmeasured run."""
-    frames = np.random.default_rng(0).integers(
-        0, 256, (batch, engine.spec.input_height, engine.spec.input_width, 3), np.uint8
-    )
-    return median_ms(lambda: engine.infer(frames), runs) / batch
 
 
 def padded_size(frames: int, batch_sizes: tuple[int, ...]) -> int:

@@ -3,7 +3,7 @@
 `auto` decides from what the host has, without loading a framework it will not serve with:
 the torch engine where PyTorch sees a CUDA device, TensorFlow where only TensorFlow can use the
 GPU, and TFLite on a host without a GPU (the faster CPU engine: `make bench` compares the two
-at each batch size). So a CPU replica never carries TensorFlow's ~600 MB.
+at each batch size). So a CPU replica never carries TensorFlow, the largest part of its memory.
 """
 
 from __future__ import annotations
@@ -74,8 +74,14 @@ def choose_engine(requested: EngineName) -> EngineChoice:
         if torch.cuda.is_available():
             return EngineChoice("torch", f"PyTorch sees {torch.cuda.get_device_name(0)}")
     if _installed("tensorflow"):
-        return EngineChoice("tensorflow", "a GPU and TensorFlow, but no PyTorch that sees it")
-    return EngineChoice("tflite", "a GPU, but neither PyTorch with CUDA nor TensorFlow")
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            return EngineChoice("tensorflow", "TensorFlow sees the GPU; no PyTorch that does")
+        return EngineChoice(
+            "tflite", "an NVIDIA driver, but neither PyTorch nor TensorFlow sees a GPU"
+        )
+    return EngineChoice("tflite", "a GPU, but neither PyTorch with CUDA nor TensorFlow installed")
 
 
 def create_engine(settings: EngineSettings, spec: ModelSpec, model_path: Path) -> Engine:

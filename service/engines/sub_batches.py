@@ -1,10 +1,11 @@
 """How an engine splits a batch into runs of the sizes it keeps ready: the split with the least
 measured cost.
 
-On a CPU the cost of a frame does not simply fall as the batch grows. XNNPACK on the 2-core
-host costs 6.0 ms a frame in a run of 1, 6.3 in a run of 2, 5.0 in a run of 3 and 6.0 in a run
-of 8, so a batch of 7 is cheapest as 3+3+1, not as 4+2+1. The engine times one run of each size
-at warm-up and splits every batch from those figures; before that, the fewest runs win.
+On a CPU the cost of a frame does not simply fall as the batch grows: XNNPACK's cost per frame
+can rise from a run of 1 to a run of 2 and fall again at 3, differently on each CPU, so the
+cheapest split of a batch cannot be assumed (a batch of 7 may be cheapest as 3+3+1, not as
+4+2+1). The engine times one run of each size at warm-up and splits every batch from those
+figures; before that, the fewest runs win.
 """
 
 from __future__ import annotations

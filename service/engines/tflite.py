@@ -68,6 +68,11 @@ class TFLiteEngine:
             interpreters[size] = (interpreter, input_index, output_index)
         return interpreters
 
+    @property
+    def plan(self) -> SubBatchPlan:
+        """How batches are split: measured at warm-up, the fewest runs before."""
+        return self._plan
+
     def infer(self, frames: np.ndarray) -> np.ndarray:
         """Thread-safe: each call takes a free copy of the model (waiting for one if needed)."""
         interpreters = self._free.get()

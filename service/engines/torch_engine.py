@@ -292,14 +292,3 @@ def photo_check_frames(spec: ModelSpec, batch: int = 8) -> np.ndarray | None:
         return photo_frames(spec, batch)
     except ImportError:
         return None
-
-
-def cuda_available() -> bool:
-    """Whether torch is installed and sees a CUDA GPU (imports torch only when installed)."""
-    import importlib.util
-
-    if importlib.util.find_spec("torch") is None:
-        return False
-    import torch
-
-    return bool(torch.cuda.is_available())

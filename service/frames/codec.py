@@ -38,7 +38,7 @@ from service.frames.resize import resize
 
 DECODE_FLAGS = TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS
 _MASK_JPEG_QUALITY = 90
-_PNG_COMPRESS_LEVEL = 1  # masks are mostly flat: level 1 is ~3x faster than 6 and barely larger
+_PNG_COMPRESS_LEVEL = 1  # masks are mostly flat: level 1 is much faster than 6, barely larger
 # A DCT scale may leave the decoded image this much smaller than the model input: a slight
 # stretch is cheaper than decoding at twice the size, and the masks agree (IoU >= 0.99).
 MIN_COVERAGE = 0.9

@@ -28,6 +28,7 @@ from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec
 from service.frames.cpu_path import CpuFramePath
 from service.frames.gpu_device import CudaFrameDevice, FrameDevice
+from service.frames.gpu_ops import blurred, resized, smoothing_blend, to_uint8
 from service.frames.path import Finished, FrameJob, FramePath
 from service.frames.refine import Background, guided_upscale
 from service.frames.requests import EncodedImage
@@ -175,7 +176,7 @@ class GpuFramePath:
     ) -> Any:
         """Starts this frame's work after the model; returns what completes it after `wait`."""
         if job.smoother is not None:
-            alpha = job.smoother.step(alpha, job.sequence, self._smoothing(job.smoother.strength))
+            alpha = job.smoother.step(alpha, job.sequence, smoothing_blend(job.smoother.strength))
         request = job.request
         width, height = request.width or image.shape[2], request.height or image.shape[1]
         if request.edge_aware:
@@ -191,18 +192,6 @@ class GpuFramePath:
         behind = self._background(request.composite.background, frame)
         blended = to_uint8(behind + (frame.float() - behind) * full_alpha)
         return _Composite(blended, request.composite.jpeg_quality)
-
-    def _smoothing(self, strength: float) -> Any:
-        torch = self._torch
-
-        def blend(previous: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-            # refine.uncertainty in torch: 1 - (1 - H(p))^2, H the binary entropy in bits.
-            p = alpha.clamp(1e-6, 1 - 1e-6)
-            entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
-            weight = (1.0 - (1.0 - entropy) ** 2) * strength
-            return alpha + (previous - alpha) * weight
-
-        return blend
 
     def _background(self, background: Background, frame: torch.Tensor) -> torch.Tensor:
         """float (3, H, W) of what goes behind the person."""
@@ -246,44 +235,6 @@ class GpuFramePath:
         width, height = request.width or width, request.height or height
         alpha = guided_upscale(alpha, pixels, _output_frame(frame, width, height))
         return self._codec.encode_mask(alpha, width, height, request.encoding), None
-
-
-def resized(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """float (C, H, W) at width x height: bilinear, antialiased where it shrinks."""
-    import torch.nn.functional as F
-
-    if tuple(image.shape[-2:]) == (height, width):
-        return image
-    shrinks = image.shape[-1] > width or image.shape[-2] > height
-    return F.interpolate(
-        image[None], (height, width), mode="bilinear", align_corners=False, antialias=shrinks
-    )[0]
-
-
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    return image.round().clamp(0, 255).to(torch.uint8)
-
-
-def blurred(frame: torch.Tensor, radius: float) -> torch.Tensor:
-    """float (3, H, W): the frame blurred as `Background` blurs it on the CPU (a quarter-size
-    copy, a Gaussian of radius / 4 spanning 3 sigma as OpenCV's for 8-bit images, scaled
-    back); the border repeats its edge pixels."""
-    import torch
-    import torch.nn.functional as F
-
-    height, width = frame.shape[1:]
-    small = resized(frame.float(), max(1, width // 4), max(1, height // 4))
-    sigma = max(radius, 1.0) / 4
-    half = max(1, round(sigma * 3))
-    x = torch.arange(-half, half + 1, dtype=torch.float32, device=frame.device)
-    kernel = torch.exp(-(x**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    padded = F.pad(small[None], (half, half, half, half), mode="replicate")
-    rows = F.conv2d(padded, kernel.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
-    both = F.conv2d(rows, kernel.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
-    return resized(both[0], width, height)
 
 
 def _hwc(image: torch.Tensor) -> torch.Tensor:

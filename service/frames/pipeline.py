@@ -50,7 +50,9 @@ class ModelPipeline:
         self.spec = engine.spec
         self._path = path
         self.clock = clock
-        self.batch_runner = BatchRunner(path, policy_for(path, policy), metrics, self.spec.name)
+        self.batch_runner = BatchRunner(
+            path, policy_for(path, policy), metrics, self.spec.name, clock
+        )
 
     async def start(self) -> None:
         await self.batch_runner.start()
@@ -61,7 +63,7 @@ class ModelPipeline:
     def open_stream(self, request: OutputRequest, smoothing_strength: float = 0.0) -> StreamHandle:
         """A stream's place in this model's batches; `close()` it when the stream ends."""
         smoother = TemporalSmoother(smoothing_strength) if smoothing_strength else None
-        return StreamHandle(self, request, self.batch_runner.open_stream(), smoother)
+        return StreamHandle(self, request, smoother)
 
     async def segment(self, jpeg: bytes, request: OutputRequest) -> SegmentedFrame:
         """One frame outside any stream (the unary `Segment` call)."""
@@ -91,22 +93,21 @@ class StreamHandle:
     """One stream's place in a model's batches: its cadence, its output and its smoothing."""
 
     def __init__(
-        self,
-        pipeline: ModelPipeline,
-        request: OutputRequest,
-        cadence: StreamCadence,
-        smoother: TemporalSmoother | None,
+        self, pipeline: ModelPipeline, request: OutputRequest, smoother: TemporalSmoother | None
     ) -> None:
         self.model = pipeline.spec.name
         self.request = request
         self._pipeline = pipeline
-        self._cadence = cadence
+        self._batch_runner = pipeline.batch_runner
+        self._clock = pipeline.clock
+        # When the stream's next frame is due, for the batcher to know what is coming.
+        self._cadence: StreamCadence = self._batch_runner.open_stream()
         self._smoother = smoother
 
     async def segment(self, jpeg: bytes, sequence: int) -> SegmentedFrame:
         """Segments the stream's frame number `sequence` (its arrival order)."""
-        self._cadence.frame_arrived(self._pipeline.clock())
+        self._cadence.frame_arrived(self._clock())
         return await self._pipeline.run(FrameJob(jpeg, self.request, self._smoother, sequence))
 
     def close(self) -> None:
-        self._pipeline.batch_runner.close_stream(self._cadence)
+        self._batch_runner.close_stream(self._cadence)

@@ -3,7 +3,7 @@
 `run()` hands a call to the threads and returns an asyncio future of its result. It costs the
 event loop less than `loop.run_in_executor()`, which builds a `concurrent.futures.Future` (with
 its own lock and condition) and chains it to an asyncio future for every call: at hundreds of
-frames a second, two such calls per frame were a fifth of the loop's work.
+frames a second, with two such calls per frame, that is a large share of the loop's work.
 """
 
 from __future__ import annotations

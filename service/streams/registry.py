@@ -22,6 +22,9 @@ class StreamRegistry:
     def __len__(self) -> int:
         return len(self._streams)
 
+    def get(self, stream_id: str) -> VideoStream | None:
+        return self._streams.get(stream_id)
+
     def claim_id(self, stream_id: str) -> str:
         """The id a new stream takes (an empty one gets a fresh id); refuses a new stream over
         `max_streams`. `add()` the stream next, before anything else runs."""

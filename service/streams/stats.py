@@ -9,7 +9,7 @@ import numpy as np
 from service.clock import Clock
 
 
-class StreamStats:
+class RecentStreamFigures:
     """Recent OK answers of one stream, for its per-stream metrics.
 
     Written on the event loop, read by the metrics thread: readers take a snapshot.

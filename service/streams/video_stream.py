@@ -14,15 +14,26 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from service.clock import Clock
 from service.errors import FrameError, internal_error
-from service.frames.pipeline import StreamHandle
+from service.frames.requests import SegmentedFrame
 from service.streams.admission import AdmissionScheduler
 from service.streams.answers import FrameAnswer, FrameOutcome, IncomingFrame
-from service.streams.stats import StreamStats
+from service.streams.stats import RecentStreamFigures
 
 log = logging.getLogger(__name__)
+
+
+class ModelHandle(Protocol):
+    """The stream's place in its model's batches (`frames.pipeline.StreamHandle`)."""
+
+    model: str
+
+    async def segment(self, jpeg: bytes, sequence: int) -> SegmentedFrame: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -45,7 +56,7 @@ class VideoStream:
     def __init__(
         self,
         stream_id: str,
-        handle: StreamHandle,
+        handle: ModelHandle,
         max_in_flight: int,
         admission: AdmissionScheduler[VideoStream],
         clock: Clock = time.monotonic,
@@ -69,7 +80,12 @@ class VideoStream:
         self._answers_changed = asyncio.Event()  # the writer's wake-up
         self._room = asyncio.Event()  # the reader's wake-up: unwritten answers below the bound
         self._room.set()
-        self.stats = StreamStats(clock)
+        self.stats = RecentStreamFigures(clock)
+
+    @property
+    def frames_read(self) -> int:
+        """Frames of the stream read off its call so far."""
+        return self._arrivals
 
     @property
     def unwritten(self) -> int:

@@ -1,0 +1,70 @@
+"""What several test modules share that is not a fixture: the loopback config, a clock moved by
+hand, and ways of streaming frames through a client. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+# ENGINE_INDEPENDENT lives here so that modules can import it without importing conftest.
+import pytest
+
+from segmentation.v1 import segmentation_pb2 as pb
+from segmentation_client import FrameToSend, SegmentationClient
+from service.config import ServiceConfig
+
+
+def loopback_config(**overrides: object) -> ServiceConfig:
+    """The default config on a free loopback port, metrics off, with the TFLite engine unless
+    the test asks for another. No SEGMENTATION_* variable of the shell reaches it."""
+    return ServiceConfig(
+        **{"address": "127.0.0.1:0", "metrics_port": -1, "engine": "tflite", **overrides}
+    )
+
+
+# For tests whose subject does not depend on the engine (protocol, input handling, what is
+# done to a mask after the model): they run against the shared TFLite server only.
+ENGINE_INDEPENDENT = pytest.mark.parametrize("server", ["tflite"], indirect=True)
+
+
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def closed_loop_stream(
+    client: SegmentationClient, jpegs: Sequence[bytes], window: int = 2, **options: object
+) -> list[pb.StreamSegmentResponse]:
+    """Sends each frame as soon as fewer than `window` frames are unanswered."""
+    room = asyncio.Semaphore(window)
+
+    async def frames() -> AsyncIterator[FrameToSend]:
+        for frame_id, jpeg in enumerate(jpegs):
+            await room.acquire()
+            yield FrameToSend(frame_id, jpeg, capture_timestamp_us=frame_id * 33_333)
+
+    responses = []
+    async for response in client.stream(frames(), **options):
+        responses.append(response)
+        room.release()
+    return responses
+
+
+async def burst_stream(
+    client: SegmentationClient, jpegs: Sequence[bytes], **options: object
+) -> list[pb.StreamSegmentResponse]:
+    """Sends every frame at once, without waiting for answers."""
+
+    async def frames() -> AsyncIterator[FrameToSend]:
+        for frame_id, jpeg in enumerate(jpegs):
+            yield FrameToSend(frame_id, jpeg)
+
+    return [response async for response in client.stream(frames(), **options)]
