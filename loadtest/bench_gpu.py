@@ -291,7 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batches", type=_numbers, default=_numbers("1,2,4,8,16,32,64,128,256"))
     parser.add_argument("--server-batches", type=_numbers, default=_numbers("1,2,4,8,16,32,64"))
     parser.add_argument("--resolutions", default="640x480,1280x720")
-    parser.add_argument("--servers", type=_numbers, default=_numbers("1,2,4"))
+    parser.add_argument(
+        "--servers", type=_numbers, default=_numbers("1,4"), help="server processes per GPU"
+    )
     parser.add_argument("--generators", type=int, default=4, help="load generator processes")
     parser.add_argument("--saturation-calls", type=int, default=400, help="per server process")
     parser.add_argument("--hold-s", type=float, default=5.0)

@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=$PWD/.gpu-carry
 SITE=/tmp/gpu-site
+PYTHON=${PYTHON:-python3}  # the interpreter with torch and torchvision
 rm -rf "$SITE" && mkdir -p "$SITE"
 # Wheels are zip files: unpacking them is their whole install here (no pip, no network).
-python3 - "$CARRY/wheels" "$SITE" <<'PY'
+$PYTHON - "$CARRY/wheels" "$SITE" <<'PY'
 import sys, zipfile
 from pathlib import Path
 for wheel in sorted(Path(sys.argv[1]).glob("*.whl")):
@@ -19,6 +20,12 @@ export PYTHONPATH=$SITE:$PWD:$PWD/clients/python
 export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export BENCH_PHOTO_DIR=$CARRY/photos
 export SEGMENTATION_MODEL_DIR=$CARRY/models
-python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', \
-torchvision.__version__, 'cuda', torch.cuda.is_available())"
-exec python3 -m loadtest.bench_gpu --model-dir "$CARRY/models" --out "${OUT:-.}/bench-gpu" "$@"
+$PYTHON - <<'PY'
+import importlib.util
+
+import torch
+
+vision = importlib.util.find_spec("torchvision") and __import__("torchvision").__version__
+print("torch", torch.__version__, "torchvision", vision or "none", "cuda", torch.cuda.is_available())
+PY
+exec $PYTHON -m loadtest.bench_gpu --model-dir "$CARRY/models" --out "${OUT:-.}/bench-gpu" "$@"

@@ -137,6 +137,8 @@ class TorchEngine:
         """uint8 (N, H, W, 3) -> float32 (N, H, W). Thread-safe: on CUDA each call takes a
         free batch-in-flight set (waiting for one if all are busy)."""
         torch = self._torch
+        if not frames.flags.writeable:  # torch warns on read-only arrays (cached frames)
+            frames = frames.copy()
         if not self._cuda:
             with torch.inference_mode():
                 return self._module(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
