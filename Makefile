@@ -34,12 +34,12 @@ test-system-packages:
 	  echo "installing chromium (for the browser test of the WebRTC demo)"; \
 	  $(APT_INSTALL) chromium; }
 
+# torch for the torch engine's CPU tests: the pinned CPU wheel (the `torch` extra admits the GPU
+# host's 2.11; left unpinned, pip would pull a CUDA build of several GB).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
-	# The torch engine's CPU tests: the pinned CPU wheel (the `torch` extra admits the GPU
-	# host's 2.11; left unpinned, pip would pull a CUDA build of several GB).
 	$(BIN)/pip install -q torch==2.13.0
 	touch $@
 
