@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -89,9 +90,10 @@ class GpuFramePath:
         self._torch = torch
         self.max_batch_size = engine.max_batch_size
         self.batches_at_once = engine.batches_at_once
-        self._backgrounds: collections.OrderedDict[tuple[int, tuple[int, int]], torch.Tensor] = (
+        self._backgrounds: collections.OrderedDict[tuple[int, tuple[int, ...]], Any] = (
             collections.OrderedDict()
         )
+        self._backgrounds_lock = threading.Lock()
 
     def warm_up(self) -> None:
         self.engine.warm_up()
@@ -199,7 +201,10 @@ class GpuFramePath:
         if background.image is None and background.color is None:
             return blurred(frame, background.blur_radius)
         key = (id(background), tuple(frame.shape[1:]))
-        rendered = self._backgrounds.get(key)
+        with self._backgrounds_lock:  # engine threads share the cache
+            cached = self._backgrounds.get(key)
+        # The entry holds its Background, so no other one can take its id while it is cached.
+        rendered = cached[1] if cached is not None and cached[0] is background else None
         if rendered is None:
             height, width = frame.shape[1:]
             if background.image is not None:
@@ -208,9 +213,10 @@ class GpuFramePath:
             else:
                 color = torch.tensor(background.color, dtype=torch.float32, device=frame.device)
                 rendered = color[:, None, None].expand(3, height, width)
-            self._backgrounds[key] = rendered
-            while len(self._backgrounds) > _BACKGROUNDS_KEPT:
-                self._backgrounds.popitem(last=False)
+            with self._backgrounds_lock:
+                self._backgrounds[key] = (background, rendered)
+                while len(self._backgrounds) > _BACKGROUNDS_KEPT:
+                    self._backgrounds.popitem(last=False)
         return rendered
 
     # --- after the batch, on the codec threads -------------------------------------------
