@@ -151,7 +151,8 @@ class GpuFramePath:
         infer_on_device = getattr(self.engine, "infer_on_device", None)
         if infer_on_device is not None:
             return infer_on_device(inputs)
-        return self._torch.from_numpy(self.engine.infer(inputs.cpu().numpy()))
+        alphas = self.engine.infer(inputs.cpu().numpy())
+        return self._torch.from_numpy(alphas).to(inputs.device)
 
     def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
         """uint8 (3, H, W) on the device for each JPEG, or its FrameError."""
@@ -178,7 +179,9 @@ class GpuFramePath:
     ) -> Any:
         """Starts this frame's work after the model; returns what completes it after `wait`."""
         if job.smoother is not None:
-            alpha = job.smoother.step(alpha, job.sequence, smoothing_blend(job.smoother.strength))
+            # A copy: the stream keeps it as its previous alpha, not a view of the whole batch.
+            blend = smoothing_blend(job.smoother.strength)
+            alpha = job.smoother.step(alpha.clone(), job.sequence, blend)
         request = job.request
         width, height = request.width or image.shape[2], request.height or image.shape[1]
         if request.edge_aware:
