@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from service.engines.torch_engine import TorchEngine
 from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec, MaskEncoding
 from service.frames.cpu_path import CpuFramePath
-from service.frames.gpu_device import CpuFrameDevice
+from service.frames.gpu_device import CpuFrameDevice, CudaFrameDevice
 from service.frames.gpu_ops import blurred
 from service.frames.gpu_path import GpuFramePath, GpuResult, create_frame_path
 from service.frames.path import FrameJob
@@ -45,14 +45,19 @@ def engine(model_paths: dict[str, Path]) -> TorchEngine:
 
 
 @pytest.fixture(scope="module")
-async def paths(engine: TorchEngine) -> AsyncIterator[tuple[GpuFramePath, CpuFramePath]]:
+def workers() -> Iterator[WorkerThreads]:
+    threads = WorkerThreads(1, "codec")
+    yield threads
+    threads.shutdown()
+
+
+@pytest.fixture(scope="module")
+def paths(engine: TorchEngine, workers: WorkerThreads) -> tuple[GpuFramePath, CpuFramePath]:
     codec = JpegCodec(max_frame_bytes=4 << 20, max_frame_pixels=4096 * 4096)
-    workers = WorkerThreads(1, "codec")
-    yield (
+    return (
         GpuFramePath(engine, codec, workers, CpuFrameDevice()),
         CpuFramePath(engine, codec, workers),
     )
-    workers.shutdown()
 
 
 async def _through(path: object, jobs: list[FrameJob]) -> list[object]:
@@ -102,11 +107,10 @@ async def test_a_batch_of_only_corrupt_frames_answers_each(
 
 
 async def test_limits_are_checked_before_the_batch(
-    paths: tuple[GpuFramePath, CpuFramePath],
+    engine: TorchEngine, workers: WorkerThreads
 ) -> None:
-    gpu, _ = paths
     small_limits = JpegCodec(max_frame_bytes=4 << 20, max_frame_pixels=100 * 100)
-    strict = GpuFramePath(gpu.engine, small_limits, WorkerThreads(1, "t"), CpuFrameDevice())
+    strict = GpuFramePath(engine, small_limits, workers, CpuFrameDevice())
     with pytest.raises(FrameError) as raised:
         await strict.prepare(FrameJob(astronaut_jpeg(), RAW))
     assert raised.value.reason == FrameErrorReason.TOO_MANY_PIXELS
@@ -163,9 +167,9 @@ def test_the_blur_keeps_a_flat_image_flat() -> None:
     assert torch.allclose(blurred(flat, 20.0), torch.full((3, 40, 60), 100.0), atol=1e-3)
 
 
-def test_a_cpu_engine_gets_the_cpu_path(engine: TorchEngine) -> None:
+def test_a_cpu_engine_gets_the_cpu_path(engine: TorchEngine, workers: WorkerThreads) -> None:
     codec = JpegCodec(max_frame_bytes=1 << 20, max_frame_pixels=1 << 22)
-    assert isinstance(create_frame_path(engine, codec, WorkerThreads(1, "t")), CpuFramePath)
+    assert isinstance(create_frame_path(engine, codec, workers), CpuFramePath)
 
 
 async def test_through_the_batch_runner_every_frame_gets_its_own_answer(
@@ -212,3 +216,18 @@ async def test_masks_and_composites_mixed_in_a_batch_each_get_their_own(
     sizes = [Image.open(io.BytesIO(image.jpeg)).size for _, image in answers if image]
     assert sizes == [(640, 480), (320, 240), (640, 480)]
     assert answers[0][1].jpeg == answers[3][1].jpeg  # the same frame and background
+
+
+def test_a_cuda_engine_without_cuda_jpeg_keeps_the_cpu_path(workers: WorkerThreads) -> None:
+    """Where torchvision or its CUDA JPEG is missing (CI has no torchvision), frames stay on
+    the CPU path even for an engine on CUDA."""
+
+    class OnCuda:
+        spec, device, max_batch_size, batches_at_once = SPEC, "cuda:0", None, 1
+
+        def infer_on_device(self, frames: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("not called")
+
+    codec = JpegCodec(max_frame_bytes=1 << 20, max_frame_pixels=1 << 22)
+    assert CudaFrameDevice.available("cuda:0") is None
+    assert isinstance(create_frame_path(OnCuda(), codec, workers), CpuFramePath)
