@@ -13,6 +13,7 @@ engine thread; TensorFlow's functions may be called from several threads.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import queue
 import time
@@ -201,6 +202,12 @@ def _blank_frames(spec: ModelSpec, count: int) -> np.ndarray:
     return np.zeros((count, spec.input_height, spec.input_width, 3), np.uint8)
 
 
+def tensorflow_available() -> bool:
+    """Whether TensorFlow is installed: the lean CPU image leaves it out (the `tensorflow` extra
+    brings it), and then `auto` serves with TFLite without importing anything."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
 _tensorflow_device: str | None = None  # set by the first configure_tensorflow() of the process
 
 
@@ -320,6 +327,11 @@ def create_engine(config: ServiceConfig, spec: ModelSpec, model_path: Path) -> E
     if config.engine == "model-free":
         return ModelFreeEngine(spec)
     if config.engine == "tflite":
+        return TFLiteEngine(
+            spec, model_path, config.engine_threads, copies=config.max_batches_in_flight
+        )
+    if config.engine == "auto" and not tensorflow_available():
+        log.info("engine auto for %s: TensorFlow is not installed; serving with tflite", spec.name)
         return TFLiteEngine(
             spec, model_path, config.engine_threads, copies=config.max_batches_in_flight
         )

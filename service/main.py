@@ -41,14 +41,17 @@ async def _serve(config: ServiceConfig) -> None:
 
 
 def _prepare_models(config: ServiceConfig) -> None:
-    """Fetches and checks the model files, and converts them for the TensorFlow engine."""
+    """Fetches and checks the model files, and converts them for the TensorFlow engine when it
+    may serve them."""
     from models.convert import ensure_savedmodels
     from models.fetch import ensure_model_files
     from models.registry import model_spec
+    from service.engine import tensorflow_available
 
     specs = [model_spec(name) for name in config.models]
     model_dir = Path(config.model_dir)
-    if config.engine in ("tflite", "model-free"):
+    lean = config.engine == "auto" and not tensorflow_available()  # auto serves TFLite then
+    if config.engine in ("tflite", "model-free") or lean:
         for name, path in ensure_model_files(specs, model_dir, fetch=True).items():
             print(f"{name}: {path} (sha256 checked)")
         return

@@ -33,9 +33,12 @@ def test_the_dockerfiles_pass_hadolint() -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_the_images_run_as_the_manifests_user_and_probe_grpc_health(dockerfile: Path) -> None:
     text = dockerfile.read_text()
-    assert re.search(r"^USER 10001$", text, re.M), "non-root, the uid the manifests expect"
+    assert re.search(r"^USER 10001:10001$", text, re.M), "non-root, the ids the manifests expect"
     assert 'CMD ["segmentation-healthcheck"' in text
-    assert "RUN segmentation-server --fetch-models-only" in text, "models fetched at build time"
+    instructions = text.replace("\\\n", " ")  # one line per instruction
+    assert re.search(r"^RUN .*segmentation-server --fetch-models-only", instructions, re.M), (
+        "models fetched at build time"
+    )
     assert 'ENTRYPOINT ["segmentation-server"]' in text
     if dockerfile.name.endswith("gpu"):
         assert text.startswith("#") and "FROM tensorflow/tensorflow:2.21.0-gpu" in text
