@@ -44,6 +44,24 @@ def test_the_images_run_as_the_manifests_user_and_probe_grpc_health(dockerfile: 
         assert text.startswith("#") and "FROM tensorflow/tensorflow:2.21.0-gpu" in text
 
 
+def test_the_cpu_image_installs_tensorflow_only_when_its_build_asks() -> None:
+    """The image installs what deploy/docker/requirements.py reads from pyproject.toml."""
+    script = [sys.executable, str(DEPLOY / "docker" / "requirements.py")]
+    pyproject = str(ROOT / "pyproject.toml")
+
+    def requirements(extras: str) -> list[str]:
+        output = subprocess.run([*script, extras, pyproject], capture_output=True, text=True)
+        assert output.returncode == 0, output.stderr
+        return output.stdout.split()
+
+    lean, with_tensorflow = requirements(""), requirements("tensorflow")
+    assert "ai-edge-litert==2.3.*" in lean
+    assert not [r for r in lean if r.startswith("tensorflow")]
+    assert set(with_tensorflow) - set(lean) == {"tensorflow==2.21.*"}
+    assert "tensorflow==2.21.*" in requirements("dev"), "the development set-up keeps it"
+    assert 'ARG EXTRAS=""' in (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
+
+
 def rendered(overlay: str) -> dict[str, dict]:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl (with kustomize) is missing: run `make test`, which installs it"
