@@ -195,7 +195,7 @@ def build_image(
             "-f", str(dockerfile), "-t", tag, str(ROOT),
             timeout=timeout,
         )  # fmt: skip
-        return iidfile.read_text().strip()
+        return iidfile.read_text().strip().removeprefix("sha256:")
 
 
 def image_size_mb(image: str) -> float:

@@ -63,12 +63,28 @@ class Container:
         return time.monotonic() - started
 
 
+_REPORT: list[str] = []
+
+
 def report(line: str) -> None:
-    """What an operator wants to know of the image, shown in the test output and kept."""
-    print(f"\n{line}")
+    """What an operator wants to know of the image: shown after these tests (even with -q)
+    and kept in test-artifacts/container-image.txt."""
+    _REPORT.append(line)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _show_report(pytestconfig: pytest.Config) -> Iterator[None]:
+    _REPORT.clear()
+    yield
     ARTIFACTS.mkdir(exist_ok=True)
-    with (ARTIFACTS / "container-image.txt").open("a") as file:
-        file.write(line + "\n")
+    (ARTIFACTS / "container-image.txt").write_text("".join(f"{line}\n" for line in _REPORT))
+    terminal = pytestconfig.pluginmanager.getplugin("terminalreporter")
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    if terminal is not None and capture is not None and _REPORT:
+        with capture.global_and_fixture_disabled():  # past pytest's capture of the tests' output
+            terminal.write_line("")
+            for line in _REPORT:
+                terminal.write_line(f"container image: {line}")
 
 
 def kubernetes_pod() -> tuple[dict, dict]:
@@ -133,7 +149,7 @@ def containers(image: str) -> Iterator[tuple[Container, Container]]:
         managed.metrics_url = f"http://{_port(managed.name, 9090)}/metrics"
         for container in (managed, offline):
             seconds = container.wait_until_healthy()
-            report(f"{container.name}: HEALTHCHECK healthy {seconds:.0f} s after start")
+            report(f"{container.name}: HEALTHCHECK healthy (waited {seconds:.0f} s)")
         yield managed, offline
     finally:
         for container in (managed, offline):
