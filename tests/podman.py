@@ -25,6 +25,9 @@ from pathlib import Path
 ROOT = Path(__file__).parent.parent
 CONTAINERS_CONF = Path(__file__).parent / "containers.conf"
 STAND_IN_LABEL = "org.segmentation-service.stand-in-for"
+# Raised when the stand-in's recipe changes: a machine's older stand-in is then rebuilt.
+STAND_IN_VERSION = "1"
+_VERSION_LABEL = "org.segmentation-service.stand-in-version"
 _STAND_IN_VENV = "/usr/local/python"
 _LOCK = Path("/var/tmp/segmentation-service-podman.lock")
 _APT_CLEAN = """\
@@ -54,7 +57,7 @@ def podman(
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in ("podman", "debootstrap") if shutil.which(tool) is None]
+    return [tool for tool in ("podman", "runc", "debootstrap") if shutil.which(tool) is None]
 
 
 @contextlib.contextmanager
@@ -79,7 +82,9 @@ def ensure_base_image(name: str) -> str:
         name = f"docker.io/library/{name}"  # what a pull of the short name gives
     with machine_lock():
         if podman("image", "exists", name, check=False).returncode == 0:
-            return "present"
+            labels = podman("image", "inspect", "--format={{json .Labels}}", name).stdout
+            if STAND_IN_LABEL not in labels or f'"{_VERSION_LABEL}":"{STAND_IN_VERSION}"' in labels:
+                return "present"
         if podman("pull", "--quiet", name, timeout=120, check=False).returncode == 0:
             return "pulled"
         build_stand_in(name)
@@ -119,6 +124,7 @@ def build_stand_in(name: str) -> None:
             "ENV LANG=C.UTF-8",
             'CMD ["python3"]',
             f"LABEL {STAND_IN_LABEL}={name}",
+            f"LABEL {_VERSION_LABEL}={STAND_IN_VERSION}",
         ]
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
         subprocess.run(

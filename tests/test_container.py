@@ -115,6 +115,11 @@ def image() -> str:
     missing = podman.missing_tools()
     assert not missing, f"{missing} missing: `make test` installs them (Debian packages)"
     started = time.monotonic()
+    base = podman.base_image(DOCKERFILE)
+    report(
+        f"base image {base}: {podman.ensure_base_image(base)}, {time.monotonic() - started:.0f} s"
+    )
+    started = time.monotonic()
     image_id = podman.build_image(DOCKERFILE, TAG)
     report(
         f"CPU image {TAG} ({image_id[:12]}): {podman.image_size_mb(image_id):.0f} MB, "
