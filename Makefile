@@ -8,8 +8,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ADDRESS ?= 0.0.0.0:50051
 METRICS_PORT ?= 9090
 
-APT_INSTALL := $(SUDO) apt-get update -qq && \
-  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+# Other sessions on the machine may hold apt's lock for a while: wait for it instead of failing.
+APT := $(SUDO) apt-get -o DPkg::Lock::Timeout=300
+APT_INSTALL := $(APT) update -qq && \
+  DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq --no-install-recommends
 
 .PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean gpu-carry
 
@@ -22,7 +24,9 @@ system-packages:
 
 # The metrics tests run a real Prometheus and promtool (Debian's prometheus package). Only the
 # binaries are wanted: on a systemd host the package's own daemon would take port 9090.
-# The deploy tests build the Kubernetes manifests with kubectl's kustomize.
+# The deploy tests build the Kubernetes manifests with kubectl's kustomize. The container tests
+# build the CPU image with podman and run it (tests/podman.py); where no registry serves its base
+# image, they make a stand-in from Debian's packages with debootstrap, once per machine.
 test-system-packages:
 	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
 	  echo "installing prometheus (for the metrics tests)"; \
@@ -33,6 +37,9 @@ test-system-packages:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (for the browser test of the WebRTC demo)"; \
 	  $(APT_INSTALL) chromium; }
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  echo "installing podman, runc and debootstrap (the container tests build and run the image)"; \
+	  $(APT_INSTALL) podman runc netavark iptables debootstrap debian-archive-keyring; }
 
 # torch for the torch engine's CPU tests: the pinned CPU wheel (the `torch` extra admits the GPU
 # host's 2.11; left unpinned, pip would pull a CUDA build of several GB).

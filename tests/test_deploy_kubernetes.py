@@ -33,12 +33,33 @@ def test_the_dockerfiles_pass_hadolint() -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_the_images_run_as_the_manifests_user_and_probe_grpc_health(dockerfile: Path) -> None:
     text = dockerfile.read_text()
-    assert re.search(r"^USER 10001$", text, re.M), "non-root, the uid the manifests expect"
+    assert re.search(r"^USER 10001:10001$", text, re.M), "non-root, the ids the manifests expect"
     assert 'CMD ["segmentation-healthcheck"' in text
-    assert "RUN segmentation-server --fetch-models-only" in text, "models fetched at build time"
+    instructions = text.replace("\\\n", " ")  # one line per instruction
+    assert re.search(r"^RUN .*segmentation-server --fetch-models-only", instructions, re.M), (
+        "models fetched at build time"
+    )
     assert 'ENTRYPOINT ["segmentation-server"]' in text
     if dockerfile.name.endswith("gpu"):
         assert text.startswith("#") and "FROM tensorflow/tensorflow:2.21.0-gpu" in text
+
+
+def test_the_cpu_image_installs_tensorflow_only_when_its_build_asks() -> None:
+    """The image installs what deploy/docker/requirements.py reads from pyproject.toml."""
+    script = [sys.executable, str(DEPLOY / "docker" / "requirements.py")]
+    pyproject = str(ROOT / "pyproject.toml")
+
+    def requirements(extras: str) -> list[str]:
+        output = subprocess.run([*script, extras, pyproject], capture_output=True, text=True)
+        assert output.returncode == 0, output.stderr
+        return output.stdout.split()
+
+    lean, with_tensorflow = requirements(""), requirements("tensorflow")
+    assert "ai-edge-litert==2.3.*" in lean
+    assert not [r for r in lean if r.startswith("tensorflow")]
+    assert set(with_tensorflow) - set(lean) == {"tensorflow==2.21.*"}
+    assert "tensorflow==2.21.*" in requirements("dev"), "the development set-up keeps it"
+    assert 'ARG EXTRAS=""' in (DEPLOY / "docker" / "Dockerfile.cpu").read_text()
 
 
 def rendered(overlay: str) -> dict[str, dict]:
