@@ -7,14 +7,13 @@
 #              its flatbuffer schema is used), flatbuffers, prometheus-client, tqdm
 #   lib/       Debian's libturbojpeg0, extracted (on LD_LIBRARY_PATH there)
 #   models/    the two selfie .tflite files
-#   photos/    the two photos of people the benchmark and the float16 check use
 #   stubs/     the generated gRPC stubs (git-ignored, so not in the copied tree)
 # Run it with `make gpu-carry`; loadtest/gpu_host.sh uses it on the GPU host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 CARRY=.gpu-carry
-rm -rf "$CARRY" && mkdir -p "$CARRY"/{wheels,lib,models,photos,stubs}
+rm -rf "$CARRY" && mkdir -p "$CARRY"/{wheels,lib,models,stubs}
 
 $PYTHON -m pip wheel -q --no-deps --wheel-dir "$CARRY/wheels" PyTurboJPEG==1.8.3
 version() { $PYTHON -c "import importlib.metadata as m; print(m.version('$1'))"; }
@@ -36,17 +35,12 @@ $PYTHON - "$CARRY" <<'PY'
 import shutil, sys
 from pathlib import Path
 
-from PIL import Image
-
 from models.fetch import default_model_dir, ensure_model_files
 from models.registry import MODELS
-from models.verify import astronaut, grace_hopper
 
 carry = Path(sys.argv[1])
 for name, path in ensure_model_files(MODELS.values(), default_model_dir(), fetch=True).items():
     shutil.copy(path, carry / "models" / path.name)
-Image.fromarray(astronaut()).save(carry / "photos" / "astronaut.png")
-Image.fromarray(grace_hopper()).save(carry / "photos" / "grace_hopper.jpg", quality=95)
 PY
 cp clients/python/segmentation/v1/*_pb2*.py "$CARRY/stubs/"
 du -sh "$CARRY"

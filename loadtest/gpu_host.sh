@@ -18,7 +18,6 @@ PY
 cp "$CARRY"/stubs/*_pb2*.py clients/python/segmentation/v1/
 export PYTHONPATH=$SITE:$PWD:$PWD/clients/python
 export LD_LIBRARY_PATH=$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export BENCH_PHOTO_DIR=$CARRY/photos
 export SEGMENTATION_MODEL_DIR=$CARRY/models
 $PYTHON - <<'PY'
 import importlib.util

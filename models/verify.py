@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,35 +39,31 @@ class VerificationResult:
         return self.max_abs_diff <= TOLERANCE
 
 
-# Where the photos are read from where scikit-image and matplotlib are not installed (the GPU
-# host): a folder holding astronaut.png and grace_hopper.jpg (`make gpu-carry` writes one).
-PHOTO_DIR_VARIABLE = "BENCH_PHOTO_DIR"
+# Copies of the two photos, for hosts without scikit-image and matplotlib (a GPU host, the GPU
+# image, where the torch engine checks float16 on them): Eileen Collins (NASA, public domain)
+# re-encoded as JPEG, and matplotlib's Grace Hopper file as it ships (public domain).
+_SHIPPED = Path(__file__).parent / "photos"
 
 
-def _photo_file(name: str) -> np.ndarray | None:
-    folder = os.environ.get(PHOTO_DIR_VARIABLE)
-    if folder and (Path(folder) / name).is_file():
-        return np.asarray(Image.open(Path(folder) / name).convert("RGB"))
-    return None
+def _shipped(name: str) -> np.ndarray:
+    return np.asarray(Image.open(_SHIPPED / name).convert("RGB"))
 
 
 def astronaut() -> np.ndarray:
-    """Eileen Collins, 512x512 (scikit-image's sample)."""
-    photo = _photo_file("astronaut.png")
-    if photo is not None:
-        return photo
-    from skimage import data
-
+    """Eileen Collins, 512x512 (scikit-image's sample, or its shipped copy)."""
+    try:
+        from skimage import data
+    except ImportError:
+        return _shipped("astronaut.jpg")
     return data.astronaut()
 
 
 def grace_hopper() -> np.ndarray:
-    """Grace Hopper's portrait, 512x600 (matplotlib's sample)."""
-    photo = _photo_file("grace_hopper.jpg")
-    if photo is not None:
-        return photo
-    from matplotlib import cbook
-
+    """Grace Hopper's portrait, 512x600 (matplotlib's sample, or its shipped copy)."""
+    try:
+        from matplotlib import cbook
+    except ImportError:
+        return _shipped("grace_hopper.jpg")
     with cbook.get_sample_data("grace_hopper.jpg") as file:
         return np.asarray(Image.open(file).convert("RGB"))
 

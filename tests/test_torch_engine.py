@@ -4,6 +4,7 @@ the CUDA side's own decisions (padding, chunks, the float16 check) as plain func
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,13 @@ import pytest
 from models.registry import model_spec
 from models.verify import photo_frames
 from service.engines.tflite import TFLiteEngine
-from service.engines.torch_engine import TorchEngine, chunks, half_holds, mask_iou
+from service.engines.torch_engine import (
+    TorchEngine,
+    chunks,
+    half_holds,
+    mask_iou,
+    photo_check_frames,
+)
 
 SPEC = model_spec("selfie-general")
 
@@ -76,3 +83,19 @@ def test_float16_is_kept_only_where_every_frame_keeps_its_mask() -> None:
     assert half_holds(full, full) and not half_holds(full, nearly)
     assert half_holds(full, nearly, least=0.98)
     assert mask_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
+
+
+def test_the_float16_check_has_photos_without_scikit_image_or_matplotlib(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A GPU host or image has neither package: the shipped copies of the photos stand in."""
+    from models import verify
+
+    packaged = verify.astronaut(), verify.grace_hopper()
+    monkeypatch.setitem(sys.modules, "skimage", None)  # importing either now fails
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    shipped = verify.astronaut(), verify.grace_hopper()
+    for original, copy in zip(packaged, shipped, strict=True):
+        assert original.shape == copy.shape
+        assert np.abs(original.astype(float) - copy).mean() < 3.0  # a JPEG re-encoding at most
+    assert photo_check_frames(SPEC).shape == (8, 256, 256, 3)
