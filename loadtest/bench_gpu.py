@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--servers", type=_numbers, default=_numbers("1,4"), help="server processes per GPU"
     )
-    parser.add_argument("--generators", type=int, default=4, help="load generator processes")
+    parser.add_argument("--generators", type=int, default=6, help="load generator processes")
     parser.add_argument("--saturation-calls", type=int, default=400, help="per server process")
     parser.add_argument("--hold-s", type=float, default=5.0)
     parser.add_argument("--warm-up-s", type=float, default=2.0)

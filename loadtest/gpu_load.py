@@ -96,18 +96,15 @@ def run_load(
 ) -> LoadRun:
     """`calls` calls at 30 FPS spread over the servers, from `generators` processes (at least
     one per server), each an open-loop `loadtest.cli run`."""
-    processes = max(generators, servers.count)
-    shares = [calls // processes + (n < calls % processes) for n in range(processes)]
+    shares = stream_shares(calls, servers.count, generators)
     ok_before, cpu_before = servers.ok_frames(), servers.cpu_s()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         running = []
-        for n, streams in enumerate(shares):
-            if not streams:
-                continue
+        for n, (server, streams) in enumerate(shares):
             report = Path(tmp) / f"generator-{n}.json"
-            target = servers.processes[n % servers.count].target
+            target = servers.processes[server].target
             command = [
                 sys.executable, "-m", "loadtest.cli", "run", "--target", target,
                 "--streams", str(streams), "--fps", str(FPS), "--seconds", str(hold_s),
@@ -140,6 +137,20 @@ def run_load(
         mean_batch_size=sum(streams * o["mean_batch_size"] for streams, o in reports)
         / total_streams,
     )
+
+
+def stream_shares(calls: int, servers: int, generators: int) -> list[tuple[int, int]]:
+    """(server, streams) for each generator process: the calls spread evenly over the
+    servers, each server's share over the same number of generators (at least one each)."""
+    per_server = -(-max(generators, servers) // servers)
+    shares = []
+    for server in range(servers):
+        mine = calls // servers + (server < calls % servers)
+        for n in range(per_server):
+            streams = mine // per_server + (n < mine % per_server)
+            if streams:
+                shares.append((server, streams))
+    return shares
 
 
 def calls_held(

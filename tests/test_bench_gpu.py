@@ -3,7 +3,7 @@ run's figures decide it."""
 
 from __future__ import annotations
 
-from loadtest.gpu_load import LoadRun, calls_held
+from loadtest.gpu_load import LoadRun, calls_held, stream_shares
 
 
 def _run(calls: int, p99_ms: float, drop_ratio: float = 0.0) -> LoadRun:
@@ -27,3 +27,11 @@ def test_the_objective_is_p99_drops_and_no_errors() -> None:
     assert not _run(10, p99_ms=101.0).holds()
     assert not _run(10, p99_ms=50.0, drop_ratio=0.02).holds()
     assert "10 calls 640x480" in _run(10, 50.0).line()
+
+
+def test_calls_spread_evenly_over_servers_then_generators() -> None:
+    assert stream_shares(10, 1, 3) == [(0, 4), (0, 3), (0, 3)]
+    shares = stream_shares(101, 4, 6)  # 2 generators per server
+    per_server = [sum(s for server, s in shares if server == n) for n in range(4)]
+    assert per_server == [26, 25, 25, 25] and len(shares) == 8
+    assert stream_shares(1, 2, 2) == [(0, 1)]  # no generator with nothing to send
