@@ -86,7 +86,7 @@ def main(spec: dict) -> dict:
         "latency_ns": list(latency.parse_latency()),
     }
     if message is not None and message.type == Gst.MessageType.ERROR:
-        error, debug = message.parse_error()
+        error, _ = message.parse_error()
         result["error"] = {"domain": error.domain, "code": error.code, "message": error.message}
     pipeline.set_state(Gst.State.NULL)
     pusher.join(timeout=5)
