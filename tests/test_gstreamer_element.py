@@ -5,7 +5,6 @@ real photo through the element into an appsink."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import subprocess
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from loadtest.gst_process import expected_flags, run_pipeline
 from loadtest.local_server import free_port
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import SegmentationClient, mask_to_array
@@ -45,34 +45,6 @@ def photo_frames(count: int, width: int = WIDTH, height: int = HEIGHT) -> np.nda
     )
 
 
-@pytest.fixture(scope="module")
-def gi_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder holding only the system's `gi` (Debian's python3-gi and python3-gst-1.0), to
-    put before the virtual environment's packages without the rest of dist-packages."""
-    found = subprocess.run(
-        ["/usr/bin/python3", "-c", "import gi, os; print(os.path.dirname(gi.__file__))"],
-        capture_output=True, text=True,
-    )  # fmt: skip
-    assert found.returncode == 0, f"GStreamer's Python bindings are missing: {found.stderr}"
-    folder = tmp_path_factory.mktemp("gi")
-    (folder / "gi").symlink_to(found.stdout.strip())
-    return folder
-
-
-async def run_pipeline(gi_path: Path, folder: Path, frames: np.ndarray, **spec: object) -> dict:
-    np.save(folder / "frames.npy", frames)
-    spec = {"frames": str(folder / "frames.npy"), "save": str(folder / "out.npy"), **spec}
-    (folder / "spec.json").write_text(json.dumps(spec))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.gst_pipeline", str(folder / "spec.json"),
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(gi_path)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode == 0, err.decode()[-3000:]
-    return json.loads(out)
-
-
 def output_frames(folder: Path) -> np.ndarray:
     return np.load(folder / "out.npy")
 
@@ -83,7 +55,7 @@ def check_buffers_unchanged(result: dict, count: int) -> None:
     assert result["pts"] == [n * FRAME_NS for n in range(count)]
     assert result["durations"] == [FRAME_NS] * count
     assert result["offsets"] == list(range(count))
-    assert result["flags"] == result["expected_flags"]
+    assert result["flags"] == [expected_flags(n) for n in range(count)]
 
 
 async def service_masks(target: str, frames: np.ndarray, quality: int = 85) -> list[np.ndarray]:
@@ -105,11 +77,11 @@ async def service_masks(target: str, frames: np.ndarray, quality: int = 85) -> l
 
 @ENGINE_INDEPENDENT
 async def test_alpha_is_the_services_mask_and_buffers_leave_in_order_untouched(
-    server: RunningService, gi_path: Path, tmp_path: Path
+    server: RunningService, tmp_path: Path
 ) -> None:
     frames = photo_frames(12)
     result = await run_pipeline(
-        gi_path, tmp_path, frames, input_format="RGB", live=True,
+        tmp_path, frames, input_format="RGB", live=True,
         output_caps="video/x-raw,format=RGBA", properties={"target": server.target},
     )  # fmt: skip
     check_buffers_unchanged(result, len(frames))
@@ -136,7 +108,7 @@ async def test_alpha_is_the_services_mask_and_buffers_leave_in_order_untouched(
     ],
 )
 async def test_each_mode_negotiates_and_produces_its_format(
-    server: RunningService, gi_path: Path, tmp_path: Path,
+    server: RunningService, tmp_path: Path,
     input_format: str, mode: str, output_format: str, frame_bytes: int,
 ) -> None:  # fmt: skip
     frames = photo_frames(4)
@@ -147,9 +119,7 @@ async def test_each_mode_negotiates_and_produces_its_format(
         properties["image"] = str(background)
     if mode == "color":
         properties["color"] = GREEN
-    result = await run_pipeline(
-        gi_path, tmp_path, frames, input_format=input_format, properties=properties
-    )
+    result = await run_pipeline(tmp_path, frames, input_format=input_format, properties=properties)
     check_buffers_unchanged(result, len(frames))
     assert f"format=(string){output_format}" in result["caps"]
     out = output_frames(tmp_path)
@@ -171,16 +141,34 @@ async def test_each_mode_negotiates_and_produces_its_format(
         assert np.abs(rgb[0][person[0]] - frames[0][person[0]]).mean() < 12
 
 
+@ENGINE_INDEPENDENT
+async def test_a_flushing_seek_discards_the_frames_in_flight_and_goes_on_from_the_seek(
+    server: RunningService, tmp_path: Path
+) -> None:
+    count, seek_after, seek_to = 40, 6, 25
+    result = await run_pipeline(
+        tmp_path, photo_frames(count), input_format="I420", seek={"after": seek_after,
+        "to_frame": seek_to}, properties={"target": server.target, "mode": "mask"},
+    )  # fmt: skip
+    assert result["ended"] == "eos" and result["error"] is None, result
+    pts = result["pts"]
+    after = pts.index(seek_to * FRAME_NS)
+    # Before the seek: the frames from the start, in order; none was lost or came twice.
+    assert after >= seek_after and pts[:after] == [n * FRAME_NS for n in range(after)]
+    # After it: exactly the frames from the seek's position, to the end.
+    assert pts[after:] == [n * FRAME_NS for n in range(seek_to, count)]
+
+
 @pytest.mark.timeout(120)
 async def test_a_drain_mid_pipeline_costs_a_few_masks_and_the_pipeline_reaches_eos(
-    gi_path: Path, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     config = loopback_config(models=("selfie-general",), shutdown_grace_s=5)
     async with running_server(config) as first, running_server(config) as second:
         frames = photo_frames(75)  # 2.5 s at 30 FPS
         pipeline = asyncio.create_task(
             run_pipeline(
-                gi_path, tmp_path, frames, input_format="I420", live=True,
+                tmp_path, frames, input_format="I420", live=True,
                 properties={"target": f"ipv4:{first.target},{second.target}", "mode": "mask"},
             )
         )  # fmt: skip
@@ -206,7 +194,7 @@ async def test_a_drain_mid_pipeline_costs_a_few_masks_and_the_pipeline_reaches_e
     ],
 )
 async def test_a_refused_stream_ends_in_a_bus_error_naming_the_reason(
-    gi_path: Path, tmp_path: Path, refusal: str, named: str
+    tmp_path: Path, refusal: str, named: str
 ) -> None:
     config = loopback_config(models=("selfie-general",), auth_token="right-token")
     async with running_server(config) as service:
@@ -218,7 +206,7 @@ async def test_a_refused_stream_ends_in_a_bus_error_naming_the_reason(
         else:  # frames go on, answered DROPPED by the client, until it gives up
             properties |= {"target": f"127.0.0.1:{free_port()}", "give-up-after": 0.5}
         result = await run_pipeline(
-            gi_path, tmp_path, photo_frames(45), input_format="RGB", live=True,
+            tmp_path, photo_frames(45), input_format="RGB", live=True,
             properties=properties,
         )  # fmt: skip
     assert result["ended"] == "error", result
@@ -227,7 +215,7 @@ async def test_a_refused_stream_ends_in_a_bus_error_naming_the_reason(
         assert "no-such-model" in result["error"]["message"]
 
 
-def test_gst_inspect_lists_the_element_and_its_properties(gi_path: Path, tmp_path: Path) -> None:
+def test_gst_inspect_lists_the_element_and_its_properties(tmp_path: Path) -> None:
     # gst-inspect-1.0 runs the system's Python through gst-python's plugin loader: it reads the
     # element's packages from the virtual environment and the source folders (editable installs
     # live in .pth files, which PYTHONPATH does not read).
