@@ -16,7 +16,7 @@ APT_INSTALL := $(SUDO) apt-get update -qq && \
   DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
   --no-install-recommends
 
-.PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean
+.PHONY: setup serve test lint bench bench-element loadtest demo system-packages test-system-packages models stubs clean
 
 setup: system-packages $(VENV)/.installed stubs models
 
@@ -72,6 +72,10 @@ test: setup test-system-packages lint
 
 bench: setup
 	$(BIN)/python -m loadtest.bench
+
+# What the GStreamer element costs its process per frame at 640x480, beside the service's cost.
+bench-element: setup test-system-packages
+	$(BIN)/python -m loadtest.bench_element
 
 # A short capacity search on this machine, for each configuration compared (JPEG masks at frame
 # size, one more call per step); report in loadtest-report/ (plots and summary.md). Longer holds

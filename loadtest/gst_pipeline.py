@@ -5,7 +5,8 @@ Each of `streams` branches is `appsrc` of the frames ! videoconvert ! [input for
 segmentation ! [output caps] ! appsink; without `element` the branch has no segmentation, to
 measure what the rest of the pipeline costs. `python -m loadtest.gst_pipeline SPEC.json`, where
 the spec holds: frames (an .npy of RGB frames), input_format, properties, and optionally
-output_caps, live (push at the frame rate, as a camera does), fps, streams, element, seek
+output_caps, live (push at the frame rate, as a camera does), fps, count (frames to push,
+cycling through the file's; all of them by default), streams, element, seek
 ({"after": frames out, "to_frame": n}: a flushing seek), save (an .npy of the first branch's
 output bytes), timeout_s.
 """
@@ -13,10 +14,12 @@ output bytes), timeout_s.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import threading
 import time
+from pathlib import Path
 
 import gi
 import numpy as np
@@ -33,6 +36,7 @@ class Branch:
 
     def __init__(self, pipeline: Gst.Pipeline, n: int, frames: np.ndarray, spec: dict) -> None:
         self.frames = frames
+        self.count = spec.get("count", len(frames))
         self.spec = spec
         self.source = pipeline.get_by_name(f"src{n}")
         self.element = pipeline.get_by_name(f"segmentation{n}")
@@ -73,19 +77,19 @@ class Branch:
         while True:
             with self._index_changed:
                 index, self._next_index = self._next_index, self._next_index + 1
-            if index == len(self.frames):
+            if index >= self.count:
                 # A seek flushes what appsrc holds, its end-of-stream too: push on from there.
                 self.source.emit("end-of-stream")
                 with self._index_changed:
                     self._index_changed.wait_for(
-                        lambda: self.stopped or self._next_index != len(self.frames) + 1
+                        lambda: self.stopped or self._next_index < self.count
                     )
                     if self.stopped:
                         return
                 continue
             if self.spec.get("live"):  # a camera: one frame per interval, answered or not
                 time.sleep(max(0.0, started + index / fps - time.monotonic()))
-            buffer = Gst.Buffer.new_wrapped(self.frames[index].tobytes())
+            buffer = Gst.Buffer.new_wrapped(self.frames[index % len(self.frames)].tobytes())
             buffer.pts, buffer.duration, buffer.offset = index * duration, duration, index
             buffer.set_flags(Gst.BufferFlags(expected_flags(index)))
             result = self.source.emit("push-buffer", buffer)
@@ -98,16 +102,19 @@ def pipeline_description(spec: dict, frames: np.ndarray) -> str:
     properties = " ".join(f"{key}={value}" for key, value in spec["properties"].items())
     branches = []
     for n in range(spec.get("streams", 1)):
-        element = f"! segmentation name=segmentation{n} {properties} " if spec.get(
-            "element", True
-        ) else ""  # fmt: skip
+        element = ""
+        if spec.get("element", True):
+            element = (
+                f"! segmentation name=segmentation{n} {properties} "
+                f"! {spec.get('output_caps', 'video/x-raw')} "
+            )
         branches.append(
             f"appsrc name=src{n} format=time is-live={str(spec.get('live', False)).lower()} "
             f"stream-type={'seekable' if spec.get('seek') else 'stream'} "
             f"caps=video/x-raw,format=RGB,width={width},height={height},"
             f"framerate={spec.get('fps', 30)}/1 "
             f"! videoconvert ! video/x-raw,format={spec['input_format']} {element}"
-            f"! {spec.get('output_caps', 'video/x-raw')} ! appsink name=sink{n} sync=false"
+            f"! appsink name=sink{n} sync=false"
         )
     return " ".join(branches)
 
@@ -119,7 +126,7 @@ def run(spec: dict) -> dict:
     pipeline = Gst.parse_launch(pipeline_description(spec, frames))
     branches = [Branch(pipeline, n, frames, spec) for n in range(spec.get("streams", 1))]
     bus = pipeline.get_bus()
-    cpu_started, wall_started = _cpu_s(), time.monotonic()
+    cpu_started, wall_started, threads_started = _cpu_s(), time.monotonic(), _thread_cpu_s()
     pipeline.set_state(Gst.State.PLAYING)
     for branch in branches:
         branch.pusher.start()
@@ -136,6 +143,7 @@ def run(spec: dict) -> dict:
         assert seeked, "the pipeline refused the seek"
     message = bus.timed_pop_filtered(timeout_ns, ends)
     cpu_s, wall_s = _cpu_s() - cpu_started, time.monotonic() - wall_started
+    threads = _thread_cpu_s()
     first = branches[0]
     result = {
         "ended": None if message is None else Gst.MessageType.get_name(message.type),
@@ -147,6 +155,7 @@ def run(spec: dict) -> dict:
         "flags": [out[3] for out in first.out],
         "frames_out": sum(len(branch.out) for branch in branches),
         "cpu_s": cpu_s,
+        "thread_cpu_s": {name: threads[name] - threads_started.get(name, 0) for name in threads},
         "wall_s": wall_s,
     }
     if first.element is not None:
@@ -164,6 +173,17 @@ def run(spec: dict) -> dict:
     if first.samples and spec.get("save"):
         np.save(spec["save"], np.stack([_bytes(sample) for sample in first.samples]))
     return result
+
+
+def _thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's live threads, by thread name."""
+    ticks: dict[str, int] = {}
+    for task in Path("/proc/self/task").iterdir():
+        stat = (task / "stat").read_text()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+    return {name: count / os.sysconf("SC_CLK_TCK") for name, count in ticks.items()}
 
 
 def _cpu_s() -> float:

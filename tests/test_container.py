@@ -17,7 +17,7 @@ import pytest
 
 from loadtest.local_server import free_port
 from tests.photos import grace_hopper_jpeg
-from tests.venvs import ROOT, build_wheel, installed_mb
+from tests.venvs import ROOT, build_wheel, clean_copy, installed_mb
 from tests.venvs import fresh_venv as fresh_venv_with
 
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.cpu"
@@ -38,10 +38,8 @@ def dockerfile_instructions() -> dict[str, list[str]]:
 def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("image")
     # As the image does: the client distribution the server depends on, then the server.
-    wheels = [
-        build_wheel(ROOT / "clients" / "python", folder / "client"),
-        build_wheel(ROOT, folder / "server"),
-    ]
+    client = clean_copy(ROOT / "clients" / "python", folder / "segmentation-client")
+    wheels = [build_wheel(client, folder / "client"), build_wheel(ROOT, folder / "server")]
     venv = fresh_venv_with(folder / "venv", wheels)
     print(f"\nsegmentation-service installed (with the client): {installed_mb(venv):.0f} MB")
     return venv
