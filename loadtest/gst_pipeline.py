@@ -5,8 +5,9 @@ Each of `streams` branches is `appsrc` of the frames ! videoconvert ! [input for
 segmentation ! [output caps] ! appsink; without `element` the branch has no segmentation, to
 measure what the rest of the pipeline costs. `python -m loadtest.gst_pipeline SPEC.json`, where
 the spec holds: frames (an .npy of RGB frames), input_format, properties, and optionally
-output_caps, live (push at the frame rate, as a camera does), fps, count (frames to push,
-cycling through the file's; all of them by default), streams, element, seek
+output_caps, live (push at the frame rate, as a camera does), pause ({"after": frames,
+"seconds": s}: a live source that stops for a while), fps, count (frames to push, cycling
+through the file's; all of them by default), streams, element, seek
 ({"after": frames out, "to_frame": n}: a flushing seek), save (an .npy of the first branch's
 output bytes), timeout_s.
 """
@@ -88,7 +89,9 @@ class Branch:
                         return
                 continue
             if self.spec.get("live"):  # a camera: one frame per interval, answered or not
-                time.sleep(max(0.0, started + index / fps - time.monotonic()))
+                pause = self.spec.get("pause", {"after": self.count, "seconds": 0})
+                due = started + index / fps + (pause["seconds"] if index >= pause["after"] else 0)
+                time.sleep(max(0.0, due - time.monotonic()))
             buffer = Gst.Buffer.new_wrapped(self.frames[index % len(self.frames)].tobytes())
             buffer.pts, buffer.duration, buffer.offset = index * duration, duration, index
             buffer.set_flags(Gst.BufferFlags(expected_flags(index)))
@@ -179,7 +182,10 @@ def _thread_cpu_s() -> dict[str, float]:
     """CPU seconds of this process's live threads, by thread name."""
     ticks: dict[str, int] = {}
     for task in Path("/proc/self/task").iterdir():
-        stat = (task / "stat").read_text()
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended while we read
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])

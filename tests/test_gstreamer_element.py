@@ -159,6 +159,20 @@ async def test_a_flushing_seek_discards_the_frames_in_flight_and_goes_on_from_th
     assert pts[after:] == [n * FRAME_NS for n in range(seek_to, count)]
 
 
+async def test_a_stream_the_server_ends_for_silence_reopens_when_frames_come_again(
+    tmp_path: Path,
+) -> None:
+    # A live source that stops for longer than the server waits for a silent stream.
+    config = loopback_config(models=("selfie-general",), stream_idle_timeout_s=0.5)
+    async with running_server(config) as service:
+        result = await run_pipeline(
+            tmp_path, photo_frames(10), input_format="RGB", live=True,
+            pause={"after": 5, "seconds": 1.5}, properties={"target": service.target},
+        )  # fmt: skip
+    check_buffers_unchanged(result, 10)
+    assert result["frames_dropped"] <= 1, "masks again once frames come"
+
+
 @pytest.mark.timeout(120)
 async def test_a_drain_mid_pipeline_costs_a_few_masks_and_the_pipeline_reaches_eos(
     tmp_path: Path,

@@ -284,9 +284,7 @@ class SegmentationFilter(Gst.Element):
             answer_timeout_s=s["answer-timeout"],
             give_up_after_s=s["give-up-after"],
         )
-        self._session = StreamSession(
-            settings, self._in_flight.answer, self._in_flight.fail, self._in_flight.waiting
-        )
+        self._session = StreamSession(settings, self._in_flight.answer, self._in_flight.fail)
         self._session.start()
 
     def _stop(self) -> None:

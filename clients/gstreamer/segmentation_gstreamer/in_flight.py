@@ -85,11 +85,6 @@ class InFlight:
             self.failure = failure
             self._changed.notify_all()
 
-    def waiting(self) -> int:
-        """Frames sent and not yet answered."""
-        with self._changed:
-            return sum(frame.answer is None for frame in self._by_id.values())
-
     def _open(self) -> bool:
         return not self._flushing and self.failure is None
 

@@ -1,9 +1,9 @@
 """One StreamSegment stream per element, on a thread of its own with its own event loop.
 
 The streaming thread hands frames in (`send`, which never waits) and the answers come back
-through `on_answer`; the client library's resumable stream moves the stream to another replica
-when its own drains or dies. A refusal that retrying cannot fix (bad token, unknown model, no
-replica for `give_up_after_s`) ends the session through `on_failure`."""
+through `on_answer`, one per frame; the client library's resumable stream moves the stream to
+another replica when its own drains or dies. A refusal that retrying cannot fix (bad token,
+unknown model, no replica for `give_up_after_s`) ends the session through `on_failure`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ import grpc
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient, SegmentationError
+from segmentation_client.resumable import RECONNECTING
 
 PR_SET_NAME = 15  # prctl(2)
 
@@ -46,12 +47,11 @@ class StreamSession:
         settings: StreamSettings,
         on_answer: Callable[[pb.StreamSegmentResponse], None],
         on_failure: Callable[[SegmentationError], None],
-        frames_waiting: Callable[[], int],
     ) -> None:
         self._settings = settings
         self._on_answer = on_answer
         self._on_failure = on_failure
-        self._frames_waiting = frames_waiting
+        self._unanswered: dict[int, FrameToSend] = {}  # handed to the stream; the loop's own
         self._loop = asyncio.new_event_loop()
         self._frames: asyncio.Queue[FrameToSend | None] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name="segmentation-stream", daemon=True)
@@ -109,19 +109,35 @@ class StreamSession:
                 )  # fmt: skip
                 try:
                     async for response in stream:
+                        self._unanswered.pop(response.frame_id, None)
                         self._on_answer(response)
                     return
                 except SegmentationError as error:
-                    # A paused pipeline sends nothing, and the server ends an idle stream: that
-                    # is no fault, so the stream reopens for the next frame.
-                    idle = error.code == grpc.StatusCode.DEADLINE_EXCEEDED
-                    if not (idle and self._frames_waiting() == 0):
+                    if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
                         self._on_failure(error)
                         return
+                # The server ended the stream for silence (a paused pipeline sends nothing):
+                # no fault. Frames it never answered are answered here, as the client does
+                # while it reconnects, and the stream reopens.
+                for frame in self._unanswered.values():
+                    self._on_answer(_dropped(frame, s.stream_id))
+                self._unanswered.clear()
 
     async def _next_frames(self) -> AsyncIterator[FrameToSend]:
         while (frame := await self._frames.get()) is not None:
+            self._unanswered[frame.frame_id] = frame
             yield frame
+
+
+def _dropped(frame: FrameToSend, stream_id: str) -> pb.StreamSegmentResponse:
+    return pb.StreamSegmentResponse(
+        stream_id=stream_id,
+        frame_id=frame.frame_id,
+        capture_timestamp_us=frame.capture_timestamp_us,
+        status=pb.StreamSegmentResponse.DROPPED,
+        error_reason=RECONNECTING,
+        error_message="the server ended the silent stream; it is being reopened",
+    )
 
 
 def _name_os_thread(name: str) -> None:
