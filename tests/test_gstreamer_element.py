@@ -205,9 +205,10 @@ async def test_a_drain_mid_pipeline_costs_a_few_masks_and_the_pipeline_reaches_e
         ("token", "UNAUTHENTICATED"),
         ("model", "NOT_FOUND"),
         ("no replica", "no replica answered"),
+        ("image", "missing.jpg"),
     ],
 )
-async def test_a_refused_stream_ends_in_a_bus_error_naming_the_reason(
+async def test_a_refusal_or_an_unreadable_file_ends_in_a_bus_error_naming_the_reason(
     tmp_path: Path, refusal: str, named: str
 ) -> None:
     config = loopback_config(models=("selfie-general",), auth_token="right-token")
@@ -217,6 +218,8 @@ async def test_a_refused_stream_ends_in_a_bus_error_naming_the_reason(
             properties["token"] = "wrong-token"
         elif refusal == "model":
             properties["model"] = "no-such-model"
+        elif refusal == "image":  # a background that cannot be read: no stream at all
+            properties |= {"mode": "image", "image": str(tmp_path / "missing.jpg")}
         else:  # frames go on, answered DROPPED by the client, until it gives up
             properties |= {"target": f"127.0.0.1:{free_port()}", "give-up-after": 0.5}
         result = await run_pipeline(

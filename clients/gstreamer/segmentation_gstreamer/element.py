@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 
 import gi
 
@@ -223,7 +224,6 @@ class SegmentationFilter(Gst.Element):
         self._last_mask: np.ndarray | None = None
         self._frames_dropped = 0
         self._latency_ns = 0  # what the latency query answers we add
-        self._failure_posted = False
 
         self.sinkpad = Gst.Pad.new_from_template(self.__gsttemplates__[0], "sink")
         self.sinkpad.set_chain_function_full(self._chain)
@@ -255,7 +255,11 @@ class SegmentationFilter(Gst.Element):
 
     def do_change_state(self, transition: Gst.StateChange) -> Gst.StateChangeReturn:
         if transition == Gst.StateChange.READY_TO_PAUSED:
-            self._start()
+            try:
+                self._start()
+            except OSError as error:  # a TLS or background file that cannot be read
+                self._post_error(Gst.ResourceError.OPEN_READ, f"segmentation: {error}")
+                return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
             self._stop()
@@ -268,15 +272,14 @@ class SegmentationFilter(Gst.Element):
         self._next_frame_id = 0
         self._last_mask = None
         self._frames_dropped = 0
-        self._failure_posted = False
         settings = StreamSettings(
             target=s["target"],
             stream_id=s["stream-id"] or self._default_stream_id(),
             model=s["model"],
             token=s["token"],
-            ca_file=s["ca-file"],
-            cert_file=s["cert-file"],
-            key_file=s["key-file"],
+            root_certificates=_read(s["ca-file"]),
+            client_certificate=_read(s["cert-file"]),
+            client_key=_read(s["key-file"]),
             mask_encoding=MASK_ENCODINGS[s["mask-encoding"]],
             temporal_smoothing=s["smoothing"],
             edge_aware_upscale=s["edge-aware"],
@@ -284,7 +287,7 @@ class SegmentationFilter(Gst.Element):
             answer_timeout_s=s["answer-timeout"],
             give_up_after_s=s["give-up-after"],
         )
-        self._session = StreamSession(settings, self._in_flight.answer, self._in_flight.fail)
+        self._session = StreamSession(settings, self._in_flight.answer, self._on_stream_failure)
         self._session.start()
 
     def _stop(self) -> None:
@@ -304,8 +307,7 @@ class SegmentationFilter(Gst.Element):
         if s["mode"] == "color":
             return pb.Composite(color_rgb=s["color"], jpeg_quality=quality)
         if s["mode"] == "image":
-            with open(s["image"], "rb") as image:
-                return pb.Composite(image_jpeg=image.read(), jpeg_quality=quality)
+            return pb.Composite(image_jpeg=_read(s["image"]) or b"", jpeg_quality=quality)
         return None
 
     # The streaming thread
@@ -327,7 +329,10 @@ class SegmentationFilter(Gst.Element):
         frame = PendingFrame(self._next_frame_id, buffer, layout, out_layout)
         self._next_frame_id += 1
         if not self._in_flight.add_frame(frame):
-            return Gst.FlowReturn.FLUSHING if self._in_flight.failure is None else self._flow
+            # The stream's failure is on the bus already, before the error this return causes.
+            return (
+                Gst.FlowReturn.FLUSHING if self._in_flight.failure is None else Gst.FlowReturn.ERROR
+            )
         timestamp_us = buffer.pts // 1000 if buffer.pts != Gst.CLOCK_TIME_NONE else 0
         self._session.send(FrameToSend(frame.frame_id, jpeg, timestamp_us))
         return Gst.FlowReturn.OK
@@ -346,14 +351,12 @@ class SegmentationFilter(Gst.Element):
             return result
         if event.type == Gst.EventType.CAPS:
             event = self._set_caps(event.parse_caps())
-            if event is None:
-                return False
         if Gst.EventType.get_flags(event.type) & Gst.EventTypeFlags.SERIALIZED:
             self._in_flight.add_event(event)  # leaves after the frames before it
             return True
         return self.srcpad.push_event(event)
 
-    def _set_caps(self, caps: Gst.Caps) -> Gst.Event | None:
+    def _set_caps(self, caps: Gst.Caps) -> Gst.Event:
         structure = caps.get_structure(0)
         out = structure.copy()
         out.set_value("format", modes.output_format(self._mode(), structure.get_value("format")))
@@ -434,8 +437,6 @@ class SegmentationFilter(Gst.Element):
     def _push_next(self, *_: object) -> None:
         item = self._in_flight.take()
         if item is None:  # flushing, or the stream failed
-            if self._in_flight.failure is not None:
-                self._post_failure(self._in_flight.failure)
             self.srcpad.pause_task()
             return
         if isinstance(item, Gst.Event):
@@ -504,15 +505,14 @@ class SegmentationFilter(Gst.Element):
 
     # Errors
 
-    def _post_failure(self, failure: Exception) -> None:
-        if self._failure_posted:
-            return
-        self._failure_posted = True
-        self._flow = Gst.FlowReturn.ERROR
+    def _on_stream_failure(self, failure: Exception) -> None:
+        """The stream cannot go on: the reason goes on the bus, then both threads stop."""
         code, reason = Gst.ResourceError.FAILED, "the stream failed"
         if isinstance(failure, SegmentationError):
             code, reason = REFUSALS.get(failure.code, (code, reason))
         self._post_error(code, f"segmentation service: {reason}: {failure}")
+        self._flow = Gst.FlowReturn.ERROR
+        self._in_flight.fail(failure)
 
     def _post_error(self, code: Gst.ResourceError | Gst.StreamError, text: str) -> None:
         domain = (
@@ -523,6 +523,10 @@ class SegmentationFilter(Gst.Element):
         self.message_full(
             Gst.MessageType.ERROR, domain, int(code), text, text, __file__, "segmentation", 0
         )
+
+
+def _read(path: str) -> bytes | None:
+    return Path(path).read_bytes() if path else None
 
 
 def _remove_colour_fields(structure: Gst.Structure) -> None:

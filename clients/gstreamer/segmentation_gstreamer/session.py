@@ -13,7 +13,6 @@ import ctypes
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 
@@ -30,9 +29,9 @@ class StreamSettings:
     stream_id: str
     model: str = ""
     token: str = ""
-    ca_file: str = ""  # PEM CA of the server; TLS is on with any of the three files
-    cert_file: str = ""  # PEM client certificate and key, for mutual TLS
-    key_file: str = ""
+    root_certificates: bytes | None = None  # PEM CA of the server; TLS is on with any of three
+    client_certificate: bytes | None = None  # PEM client certificate and key, for mutual TLS
+    client_key: bytes | None = None
     mask_encoding: int = pb.MASK_ENCODING_JPEG
     temporal_smoothing: float = 0.0
     edge_aware_upscale: bool = False
@@ -46,7 +45,7 @@ class StreamSession:
         self,
         settings: StreamSettings,
         on_answer: Callable[[pb.StreamSegmentResponse], None],
-        on_failure: Callable[[SegmentationError], None],
+        on_failure: Callable[[Exception], None],
     ) -> None:
         self._settings = settings
         self._on_answer = on_answer
@@ -85,7 +84,9 @@ class StreamSession:
         try:
             self._loop.run_until_complete(self._main)
         except asyncio.CancelledError:
-            pass
+            pass  # stopped
+        except Exception as error:  # whatever it is, the pipeline must hear of it
+            self._on_failure(error)
         finally:
             self._loop.close()
 
@@ -94,9 +95,9 @@ class StreamSession:
         policy = RetryPolicy(answer_timeout_s=s.answer_timeout_s, give_up_after_s=s.give_up_after_s)
         self._client = client = SegmentationClient(
             s.target,
-            root_certificates=_read(s.ca_file),
-            client_certificate=_read(s.cert_file),
-            client_key=_read(s.key_file),
+            root_certificates=s.root_certificates,
+            client_certificate=s.client_certificate,
+            client_key=s.client_key,
             token=s.token or None,
             retry_policy=policy,
         )
@@ -145,7 +146,3 @@ def _name_os_thread(name: str) -> None:
     from GStreamer's threads; Python names its threads only for itself."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: a convenience lost
         ctypes.CDLL(None).prctl(PR_SET_NAME, name.encode()[:15])
-
-
-def _read(path: str) -> bytes | None:
-    return Path(path).read_bytes() if path else None
