@@ -297,7 +297,11 @@ class SegmentationFilter(Gst.Element):
     def _default_stream_id(self) -> str:
         # Unique across hosts and processes: a stream id already open on a replica is taken
         # over, which would end another pipeline's stream of the same element name.
-        return f"{socket.gethostname()}/{os.getpid()}{self.get_path_string()}"
+        names, element = [], self
+        while element is not None:  # the element's name, then its bins' up to the pipeline
+            names.append(element.get_name())
+            element = element.get_parent()
+        return "/".join([socket.gethostname(), str(os.getpid()), *reversed(names)])
 
     def _composite(self) -> pb.Composite | None:
         s = self._settings
