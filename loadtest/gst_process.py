@@ -32,7 +32,8 @@ def expected_flags(index: int) -> int:
 def gi_path() -> Path:
     """A folder holding only the system's `gi`."""
     found = subprocess.run(
-        ["/usr/bin/python3", "-c", "import gi, os; print(os.path.dirname(gi.__file__))"],
+        ["/usr/bin/python3", "-c",
+         "import gi, os, sys; print(os.path.dirname(gi.__file__)); print(sys.version_info[:2])"],
         capture_output=True, text=True,
     )  # fmt: skip
     if found.returncode != 0:
@@ -40,8 +41,15 @@ def gi_path() -> Path:
             "GStreamer's Python bindings are missing (make test-system-packages): "
             + found.stderr.strip()
         )
+    gi_folder, system_version = found.stdout.split("\n")[:2]
+    if system_version != str(sys.version_info[:2]):
+        raise RuntimeError(
+            f"the system's gi is built for Python {system_version}, this is "
+            f"{sys.version_info[:2]}: make the virtual environment with a Python of the same "
+            "minor version (make PYTHON=python3.X setup)"
+        )
     folder = Path(tempfile.mkdtemp(prefix="segmentation-gi-"))
-    (folder / "gi").symlink_to(found.stdout.strip())
+    (folder / "gi").symlink_to(gi_folder)
     return folder
 
 
