@@ -5,6 +5,7 @@ real photo through the element into an appsink."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import re
 import subprocess
@@ -157,6 +158,33 @@ async def test_a_flushing_seek_discards_the_frames_in_flight_and_goes_on_from_th
     assert after >= seek_after and pts[:after] == [n * FRAME_NS for n in range(after)]
     # After it: exactly the frames from the seek's position, to the end.
     assert pts[after:] == [n * FRAME_NS for n in range(seek_to, count)]
+
+
+@ENGINE_INDEPENDENT
+@pytest.mark.parametrize("unmasked", [False, True])
+async def test_a_dropped_frame_goes_out_with_the_last_good_mask_or_unmasked(
+    server: RunningService, tmp_path: Path, unmasked: bool
+) -> None:
+    # A burst with more frames in flight than the server keeps for a stream (2 in its
+    # pipeline, 1 waiting): it answers the frames that newer ones replaced DROPPED.
+    count = 16
+    result = await run_pipeline(
+        tmp_path, photo_frames(count), input_format="RGB", properties={
+            "target": server.target, "mode": "mask", "max-in-flight": 12,
+            "unmasked-when-dropped": str(unmasked).lower(),
+        },
+    )  # fmt: skip
+    check_buffers_unchanged(result, count)
+    masks = output_frames(tmp_path)
+    dropped = result["frames_dropped"]
+    print(f"\n{dropped} of {count} frames dropped")
+    assert dropped >= 1, "the burst was not served in full"
+    if unmasked:
+        assert sum(bool((mask == 255).all()) for mask in masks) == dropped
+    else:  # the panning photo's masks all differ: a repeated one is the last good mask
+        repeats = sum(np.array_equal(a, b) for a, b in itertools.pairwise(masks))
+        first_dropped = bool((masks[0] == 255).all())  # no good mask yet: unmasked
+        assert repeats + first_dropped == dropped
 
 
 async def test_a_stream_the_server_ends_for_silence_reopens_when_frames_come_again(
