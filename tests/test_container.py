@@ -25,7 +25,7 @@ from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import running_server
 from tests import podman
-from tests.conftest import loopback_config
+from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 
 ROOT = Path(__file__).parent.parent

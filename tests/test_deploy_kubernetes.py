@@ -48,14 +48,19 @@ def test_the_cpu_image_installs_tensorflow_only_when_its_build_asks() -> None:
     """The image installs what deploy/docker/requirements.py reads from pyproject.toml."""
     script = [sys.executable, str(DEPLOY / "docker" / "requirements.py")]
     pyproject = str(ROOT / "pyproject.toml")
+    client = str(ROOT / "clients" / "python" / "pyproject.toml")
 
     def requirements(extras: str) -> list[str]:
-        output = subprocess.run([*script, extras, pyproject], capture_output=True, text=True)
+        command = [*script, extras, pyproject, client]
+        output = subprocess.run(command, capture_output=True, text=True)
         assert output.returncode == 0, output.stderr
         return output.stdout.split()
 
     lean, with_tensorflow = requirements(""), requirements("tensorflow")
     assert "ai-edge-litert==2.3.*" in lean
+    # The client is on no index: its own requirements stand in for it (its wheel is built).
+    assert not [r for r in lean if r.startswith("segmentation-client")]
+    assert "protobuf>=7.35.1,<8" in lean
     assert not [r for r in lean if r.startswith("tensorflow")]
     assert set(with_tensorflow) - set(lean) == {"tensorflow==2.21.*"}
     assert "tensorflow==2.21.*" in requirements("dev"), "the development set-up keeps it"

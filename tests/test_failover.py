@@ -17,7 +17,7 @@ import urllib.request
 from loadtest.local_server import ServerProcess, free_port
 from segmentation_client import SegmentationClient
 from service.app import running_server
-from tests.helpers import loopback_config
+from tests.helpers import MAX_FRAMES_WITHOUT_MASK, loopback_config
 from tests.photos import astronaut_jpeg
 from tests.replica_dns import NAME, REPLICAS
 
@@ -25,7 +25,6 @@ SERVER_FLAGS = (
     "--models", "selfie-general", "--engine", "tflite", "--shutdown-grace-s", "5",
     "--engine-threads", "1", "--decode-workers", "1",
 )  # fmt: skip
-MAX_FRAMES_WITHOUT_MASK = 10  # per failover, at 30 FPS: a third of a second
 
 # The streams run in their own process: the resolver that reads a DNS server from the target
 # is c-ares, which a fresh process picks up from GRPC_DNS_RESOLVER.

@@ -1,6 +1,8 @@
 """Prints the project's requirements from pyproject.toml, with the extras named in the first
 argument (comma-separated, may be empty): the image installs them in a layer of their own, so
-that a change to the code does not reinstall them."""
+that a change to the code does not reinstall them. The project's own distributions that are on
+no index (the client, from the pyproject.toml files after the second argument) are replaced by
+their own requirements: the image installs them from wheels built beside the server's."""
 
 import re
 import sys
@@ -27,8 +29,23 @@ def requirements(project: dict, extras: list[str]) -> list[str]:
     return found
 
 
+def _project(path: str) -> dict:
+    with open(path, "rb") as file:
+        return tomllib.load(file)["project"]
+
+
+def without_local(found: list[str], local: list[dict]) -> list[str]:
+    """`found` with each local distribution replaced by its own requirements."""
+    names = {project["name"]: project for project in local}
+    result = []
+    for requirement in found:
+        name = re.split(r"[\s\[=<>!~;]", requirement, maxsplit=1)[0]
+        result += names[name]["dependencies"] if name in names else [requirement]
+    return result
+
+
 if __name__ == "__main__":
-    with open(sys.argv[2] if len(sys.argv) > 2 else "pyproject.toml", "rb") as file:
-        project = tomllib.load(file)["project"]
+    project = _project(sys.argv[2] if len(sys.argv) > 2 else "pyproject.toml")
+    local = [_project(path) for path in sys.argv[3:]]
     extras = [extra.strip() for extra in sys.argv[1].split(",") if extra.strip()]
-    print("\n".join(requirements(project, extras)))
+    print("\n".join(without_local(requirements(project, extras), local)))

@@ -10,7 +10,6 @@ from types import TracebackType
 
 import grpc
 import numpy as np
-from PIL import Image
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
@@ -38,6 +37,8 @@ DEFAULT_TARGET = "localhost:50051"
 KEEPALIVE_TIME_S = 20
 KEEPALIVE_TIMEOUT_S = 10
 SERVICE = "segmentation.v1.SegmentationService"
+HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+HEALTH_SERVING = b"\x08\x01"  # HealthCheckResponse(status=SERVING), serialized
 # The one-shot calls retry UNAVAILABLE (a draining or lost replica) through gRPC's own retry
 # policy: each attempt is balanced anew, so it lands on another replica behind a dns:/// name.
 UNARY_RETRY_SERVICE_CONFIG = {
@@ -60,8 +61,15 @@ UNARY_RETRY_SERVICE_CONFIG = {
 
 
 def mask_to_array(mask: pb.Mask) -> np.ndarray:
-    """A mask as uint8 (height, width), 255 = person, whatever its encoding."""
+    """A mask as uint8 (height, width), 255 = person, whatever its encoding. PNG and JPEG masks
+    need Pillow (`pip install segmentation-client[images]`); raw ones need nothing more."""
     if mask.encoding in (pb.MASK_ENCODING_PNG, pb.MASK_ENCODING_JPEG):
+        try:
+            from PIL import Image
+        except ImportError:
+            raise ImportError(
+                "decoding PNG or JPEG masks needs Pillow: pip install segmentation-client[images]"
+            ) from None
         return np.asarray(Image.open(io.BytesIO(mask.data)).convert("L"))
     return np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width)
 
@@ -138,14 +146,13 @@ class SegmentationClient:
 
     async def wait_until_serving(self, timeout_s: float = 60.0) -> None:
         """Waits until the server's health check says SERVING (its models are warm)."""
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        health = health_pb2_grpc.HealthStub(self._channel)
+        # The health service's two messages, spelled on the wire, so that the client needs no
+        # grpcio-health-checking: an empty HealthCheckRequest, and status = SERVING (1).
+        check = self._channel.unary_unary(HEALTH_CHECK)
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             try:
-                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                if await check(b"", timeout=1.0) == HEALTH_SERVING:
                     return
             except grpc.aio.AioRpcError:
                 pass  # not listening yet
