@@ -20,7 +20,6 @@ import resource
 import sys
 import threading
 import time
-from pathlib import Path
 
 import gi
 import numpy as np
@@ -29,6 +28,7 @@ gi.require_version("Gst", "1.0")
 from gi.repository import Gst  # noqa: E402
 
 from loadtest.gst_process import expected_flags  # noqa: E402
+from loadtest.process_cpu import thread_ticks  # noqa: E402
 from segmentation_gstreamer.element import SegmentationFilter  # noqa: E402
 
 
@@ -181,14 +181,8 @@ def run(spec: dict) -> dict:
 def _thread_cpu_s() -> dict[str, float]:
     """CPU seconds of this process's live threads, by thread name."""
     ticks: dict[str, int] = {}
-    for task in Path("/proc/self/task").iterdir():
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:
-            continue  # the thread ended while we read
-        name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        ticks[name] = ticks.get(name, 0) + int(fields[11]) + int(fields[12])
+    for _tid, name, ticks_of_thread in thread_ticks("self"):
+        ticks[name] = ticks.get(name, 0) + ticks_of_thread
     return {name: count / os.sysconf("SC_CLK_TCK") for name, count in ticks.items()}
 
 

@@ -10,6 +10,7 @@ name. Everything else (gRPC's C-core threads, the metrics server) is `other`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,10 +46,9 @@ class CpuSample:
         return CpuSample({g: self.ticks[g] - earlier.ticks.get(g, 0) for g in GROUPS})
 
 
-def sample(pid: int) -> CpuSample:
-    """CPU per group of the process's threads. Threads that ended before the sample are
-    counted through the process's own total (they are in no task any more): as `other`."""
-    ticks = dict.fromkeys(GROUPS, 0)
+def thread_ticks(pid: int | str) -> Iterator[tuple[int, str, int]]:
+    """(thread id, thread name, user + system clock ticks) of each live thread of `pid`
+    ("self" for this process)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
@@ -56,7 +56,15 @@ def sample(pid: int) -> CpuSample:
             continue  # the thread ended while we read
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        ticks[_thread_group(pid, int(task.name), name)] += int(fields[11]) + int(fields[12])
+        yield int(task.name), name, int(fields[11]) + int(fields[12])
+
+
+def sample(pid: int) -> CpuSample:
+    """CPU per group of the process's threads. Threads that ended before the sample are
+    counted through the process's own total (they are in no task any more): as `other`."""
+    ticks = dict.fromkeys(GROUPS, 0)
+    for tid, name, ticks_of_thread in thread_ticks(pid):
+        ticks[_thread_group(pid, tid, name)] += ticks_of_thread
     process = Path(f"/proc/{pid}/stat").read_text()
     fields = process[process.rindex(")") + 2 :].split()
     whole = int(fields[11]) + int(fields[12])  # utime + stime
