@@ -34,8 +34,8 @@ from service.engines.selection import (
     create_engine,
 )
 from service.frames.codec import JpegCodec
-from service.frames.gpu_path import create_frame_path
 from service.frames.pipeline import ModelPipeline
+from service.frames.selection import create_frame_path
 from service.frames.workers import WorkerThreads
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.streams.admission import AdmissionScheduler

@@ -23,11 +23,12 @@ from service.frames.codec import JpegCodec, MaskEncoding
 from service.frames.cpu_path import CpuFramePath
 from service.frames.gpu_device import CpuFrameDevice, CudaFrameDevice
 from service.frames.gpu_ops import blurred
-from service.frames.gpu_path import GpuFramePath, GpuResult, create_frame_path
+from service.frames.gpu_path import GpuFramePath, GpuResult
 from service.frames.path import FrameJob
 from service.frames.pipeline import ModelPipeline
 from service.frames.refine import Background, TemporalSmoother
 from service.frames.requests import CompositeRequest, OutputRequest
+from service.frames.selection import create_frame_path
 from service.frames.workers import WorkerThreads
 from service.metrics import ServiceMetrics
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg

@@ -27,10 +27,9 @@ import numpy as np
 
 from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec
-from service.frames.cpu_path import CpuFramePath
-from service.frames.gpu_device import CudaFrameDevice, FrameDevice
+from service.frames.gpu_device import FrameDevice
 from service.frames.gpu_ops import blurred, resized, smoothing_blend, to_uint8
-from service.frames.path import Finished, FrameJob, FramePath
+from service.frames.path import Finished, FrameJob
 from service.frames.refine import Background, guided_upscale
 from service.frames.requests import EncodedImage
 from service.frames.workers import WorkerThreads
@@ -254,17 +253,3 @@ def _output_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     from service.frames.resize import resize
 
     return resize(frame, width, height)
-
-
-def create_frame_path(engine: Engine, codec: JpegCodec, codec_workers: WorkerThreads) -> FramePath:
-    """The GPU path where the engine runs on CUDA and torchvision's CUDA JPEG works there;
-    the CPU path everywhere else."""
-    device = getattr(engine, "device", "cpu")
-    if device.startswith("cuda") and hasattr(engine, "infer_on_device"):
-        if engine.spec.fit == "stretch":
-            frame_device = CudaFrameDevice.available(device)
-            if frame_device is not None:
-                log.info("%s: frames decoded and encoded on %s (nvJPEG)", engine.spec.name, device)
-                return GpuFramePath(engine, codec, codec_workers, frame_device)
-        log.info("%s: torchvision's CUDA JPEG is missing; frames on the CPU", engine.spec.name)
-    return CpuFramePath(engine, codec, codec_workers)
