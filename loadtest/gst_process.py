@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -48,8 +47,13 @@ def gi_path() -> Path:
             f"{sys.version_info[:2]}: make the virtual environment with a Python of the same "
             "minor version (make PYTHON=python3.X setup)"
         )
-    folder = Path(tempfile.mkdtemp(prefix="segmentation-gi-"))
-    (folder / "gi").symlink_to(gi_folder)
+    # One folder per checkout, git-ignored and reused: nothing is left outside the repository.
+    folder = ROOT / ".cache" / "system-gi"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "gi"
+    if not link.is_symlink() or str(link.readlink()) != gi_folder:
+        link.unlink(missing_ok=True)
+        link.symlink_to(gi_folder)
     return folder
 
 

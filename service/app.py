@@ -81,7 +81,7 @@ def _engine_settings(config: ServiceConfig) -> EngineSettings:
         engine=config.engine,
         threads=config.engine_threads,
         batches_at_once=config.max_batches_in_flight,
-        tensorflow_batch_sizes=config.engine_batch_sizes,
+        engine_batch_sizes=config.engine_batch_sizes,
         mixed_precision=config.engine_mixed_precision,
         xla=config.engine_xla,
         torch_precision=config.engine_precision,
@@ -116,7 +116,8 @@ async def _load_pipelines(
     """Loads and warms up every model into `pipelines` (filled as they come, for stopping)."""
     for engine in await asyncio.to_thread(_create_engines, config):
         name = engine.spec.name
-        path = create_frame_path(engine, codec, codec_workers)
+        # Trying nvJPEG on a GPU host takes a moment: not on the event loop.
+        path = await asyncio.to_thread(create_frame_path, engine, codec, codec_workers)
         pipeline = ModelPipeline(engine, path, config.batch_policy, metrics.for_model(name))
         pipelines[name] = pipeline
         await pipeline.start()

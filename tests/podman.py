@@ -85,10 +85,18 @@ def ensure_base_image(name: str) -> str:
             labels = podman("image", "inspect", "--format={{json .Labels}}", name).stdout
             if STAND_IN_LABEL not in labels or f'"{_VERSION_LABEL}":"{STAND_IN_VERSION}"' in labels:
                 return "present"
-        if podman("pull", "--quiet", name, timeout=120, check=False).returncode == 0:
+        if _pulled(name):
             return "pulled"
         build_stand_in(name)
         return "stand-in built"
+
+
+def _pulled(name: str) -> bool:
+    """Whether a registry served the image; a network that drops packets counts as none."""
+    try:
+        return podman("pull", "--quiet", name, timeout=120, check=False).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def build_stand_in(name: str) -> None:

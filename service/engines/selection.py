@@ -29,7 +29,7 @@ class EngineSettings:
     engine: EngineName = "auto"
     threads: int = 1  # CPU threads of each interpreter, or of TensorFlow's ops
     batches_at_once: int = 2  # batches run side by side: TFLite keeps a model copy for each
-    tensorflow_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    engine_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32)  # padded to: TensorFlow, torch
     mixed_precision: bool = False  # TensorFlow on a GPU: float16 compute
     xla: bool = False  # TensorFlow: compile with XLA
     torch_precision: str = "auto"  # torch on CUDA: float16 where it keeps the masks, or fixed
@@ -81,7 +81,8 @@ def choose_engine(requested: EngineName) -> EngineChoice:
         return EngineChoice(
             "tflite", "an NVIDIA driver, but neither PyTorch nor TensorFlow sees a GPU"
         )
-    return EngineChoice("tflite", "a GPU, but neither PyTorch with CUDA nor TensorFlow installed")
+    torch_state = "PyTorch sees no CUDA device" if _installed("torch") else "no PyTorch"
+    return EngineChoice("tflite", f"an NVIDIA driver, but {torch_state} and no TensorFlow")
 
 
 def create_engine(settings: EngineSettings, spec: ModelSpec, model_path: Path) -> Engine:
@@ -105,7 +106,7 @@ def create_engine(settings: EngineSettings, spec: ModelSpec, model_path: Path) -
             return TorchEngine(
                 spec,
                 model_path,
-                batch_sizes=settings.tensorflow_batch_sizes,
+                batch_sizes=settings.engine_batch_sizes,
                 batches_at_once=settings.batches_at_once,
                 precision=settings.torch_precision,
                 threads=settings.threads,
@@ -124,7 +125,7 @@ def _tensorflow_engine(settings: EngineSettings, spec: ModelSpec, model_path: Pa
         spec,
         savedmodel,
         device,
-        settings.tensorflow_batch_sizes,
+        settings.engine_batch_sizes,
         xla=settings.xla,
         batches_at_once=settings.batches_at_once,
     )

@@ -101,7 +101,7 @@ class CudaFrameDevice:
         tried), else None."""
         try:
             frame_device = CudaFrameDevice(device)
-            image = frame_device.decode([_tiny_jpeg()])[0]
+            image = frame_device.decode([tiny_jpeg()])[0]
             frame_device.encode_jpeg([image], 90)
         except Exception:  # no torchvision, no nvJPEG, no CUDA kernels for this GPU: no path
             return None
@@ -153,7 +153,7 @@ class CpuFrameDevice:
         pass
 
 
-def _tiny_jpeg() -> bytes:
+def tiny_jpeg() -> bytes:
     from service.frames.codec import strict_turbojpeg
 
     return strict_turbojpeg().encode(np.full((16, 16, 3), 128, np.uint8), quality=90)

@@ -16,6 +16,8 @@ def smoothing_blend(strength: float) -> Callable[[torch.Tensor, torch.Tensor], t
     import torch
 
     def blend(previous: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        if previous.is_cuda:  # written on another thread's stream: keep it until this one read it
+            previous.record_stream(torch.cuda.current_stream(previous.device))
         p = alpha.clamp(1e-6, 1 - 1e-6)
         entropy = -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
         weight = (1.0 - (1.0 - entropy) ** 2) * strength

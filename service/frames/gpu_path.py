@@ -97,10 +97,10 @@ class GpuFramePath:
     def warm_up(self) -> None:
         self.engine.warm_up()
         # nvJPEG's first decode and encode set up its handles: not on a caller's frame.
-        from service.frames.gpu_device import _tiny_jpeg
+        from service.frames.gpu_device import tiny_jpeg
 
         with self._device.stream():
-            self._device.encode_jpeg(self._device.decode([_tiny_jpeg()]), 90)
+            self._device.encode_jpeg(self._device.decode([tiny_jpeg()]), 90)
 
     def padded_size(self, frames: int) -> int:
         return self.engine.padded_size(frames)
@@ -147,26 +147,26 @@ class GpuFramePath:
         return encoded
 
     def _run_model(self, inputs: torch.Tensor) -> torch.Tensor:
-        infer_on_device = getattr(self.engine, "infer_on_device", None)
-        if infer_on_device is not None:
-            return infer_on_device(inputs)
-        alphas = self.engine.infer(inputs.cpu().numpy())
-        return self._torch.from_numpy(alphas).to(inputs.device)
+        return self.engine.infer_on_device(inputs)
 
     def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
         """uint8 (3, H, W) on the device for each JPEG, or its FrameError."""
         try:
             return list(self._device.decode(jpegs))
-        except Exception:  # a list decode fails whole: find the corrupt ones alone
+        except self._torch.cuda.OutOfMemoryError:
+            raise  # the device's failure, not the frames': the batch fails as an engine error
+        except Exception as error:  # a list decode fails whole: find the corrupt ones alone
             if len(jpegs) == 1:
-                return [self._decode_one(jpegs[0])]
+                return [_corrupt(error)]
         return [self._decode_one(jpeg) for jpeg in jpegs]
 
     def _decode_one(self, jpeg: bytes) -> torch.Tensor | FrameError:
         try:
             return self._device.decode([jpeg])[0]
+        except self._torch.cuda.OutOfMemoryError:
+            raise
         except Exception as error:
-            return FrameError(FrameErrorReason.CORRUPT_JPEG, f"JPEG decoding failed: {error}")
+            return _corrupt(error)
 
     def _stretch(self, image: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """uint8 (3, H, W) -> uint8 (height, width, 3): the model's input, stretched with an
@@ -180,7 +180,7 @@ class GpuFramePath:
         if job.smoother is not None:
             # A copy: the stream keeps it as its previous alpha, not a view of the whole batch.
             blend = smoothing_blend(job.smoother.strength)
-            alpha = job.smoother.step(alpha.clone(), job.sequence, blend)
+            alpha = job.smoother.step(alpha.clone(), job.sequence, blend, self._device.wait)
         request = job.request
         width, height = request.width or image.shape[2], request.height or image.shape[1]
         if request.edge_aware:
@@ -207,6 +207,8 @@ class GpuFramePath:
             cached = self._backgrounds.get(key)
         # The entry holds its Background, so no other one can take its id while it is cached.
         rendered = cached[1] if cached is not None and cached[0] is background else None
+        if rendered is not None and rendered.is_cuda:  # rendered on another thread's stream
+            rendered.record_stream(torch.cuda.current_stream(rendered.device))
         if rendered is None:
             height, width = frame.shape[1:]
             if background.image is not None:
@@ -215,6 +217,7 @@ class GpuFramePath:
             else:
                 color = torch.tensor(background.color, dtype=torch.float32, device=frame.device)
                 rendered = color[:, None, None].expand(3, height, width)
+            self._device.wait()  # written before another thread's stream reads it
             with self._backgrounds_lock:
                 self._backgrounds[key] = (background, rendered)
                 while len(self._backgrounds) > _BACKGROUNDS_KEPT:
@@ -253,3 +256,7 @@ def _output_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     from service.frames.resize import resize
 
     return resize(frame, width, height)
+
+
+def _corrupt(error: Exception) -> FrameError:
+    return FrameError(FrameErrorReason.CORRUPT_JPEG, f"JPEG decoding failed: {error}")

@@ -49,9 +49,18 @@ class TemporalSmoother:
         weight = uncertainty(alpha) * np.float32(self.strength)
         return alpha + (previous - alpha) * weight
 
-    def step(self, alpha: Any, sequence: int, blend: Callable[[Any, Any], Any]) -> Any:
+    def step(
+        self,
+        alpha: Any,
+        sequence: int,
+        blend: Callable[[Any, Any], Any],
+        settle: Callable[[], None] | None = None,
+    ) -> Any:
         """One frame's smoothing with `blend(previous, alpha)` over any array type (the GPU
-        path's tensors): the state, the order and the lock are kept here either way."""
+        path's tensors): the state, the order and the lock are kept here either way. `settle`
+        runs under the lock before the result becomes the previous alpha: on a GPU it waits
+        for the kernels that wrote it, so that another engine thread's stream never reads it
+        half-written."""
         with self._lock:
             previous = self._previous
             if (
@@ -63,6 +72,8 @@ class TemporalSmoother:
             else:
                 smoothed = blend(previous, alpha)
             if sequence > self._previous_sequence:
+                if settle is not None:
+                    settle()
                 self._previous = smoothed
                 self._previous_sequence = sequence
             return smoothed
