@@ -4,6 +4,7 @@ types, defaults included: what a stream or a request asks for, and the answers i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,9 +77,7 @@ async def stream_settings(
     composite = None
     if config.HasField("composite"):
         composite = await _composite_request(config.composite, codec)
-    output = OutputRequest(
-        mask.width, mask.height, mask.encoding, config.edge_aware_upscale, composite
-    )
+    output = dataclasses.replace(mask, edge_aware=config.edge_aware_upscale, composite=composite)
     return StreamSettings(config.stream_id, output, config.temporal_smoothing)
 
 

@@ -42,10 +42,6 @@ class AdmissionScheduler(Generic[Stream]):
         self.in_flight = 0
         self._queued: deque[Stream] = deque()
 
-    @property
-    def streams_queued(self) -> int:
-        return len(self._queued)
-
     def admit(self, stream: Stream) -> None:
         """Starts the stream's waiting frame now if there is room and nobody queued first;
         else queues the stream."""
