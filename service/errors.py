@@ -25,6 +25,18 @@ class FrameError(Exception):
         self.message = message
 
 
+class EngineFailure(Exception):
+    """The engine failed, not the frames it was given: a broken device, a sticky CUDA error,
+    device memory exhausted. A frame path raises it from `run_batch` for the whole batch; the
+    batch runner counts these apart from bad frames, so that readiness can tell a broken
+    replica from a bad frame. `recoverable=False`: this process cannot serve again (a lost
+    CUDA context), and should end so that it is restarted."""
+
+    def __init__(self, message: str, *, recoverable: bool = True) -> None:
+        super().__init__(message)
+        self.recoverable = recoverable
+
+
 def internal_error(error: BaseException, what_failed: str = "internal error") -> FrameError:
     """The one way a bug or an engine failure becomes a frame's answer: INTERNAL, with the cause.
 
