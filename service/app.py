@@ -27,7 +27,7 @@ from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.api.auth import BearerTokenInterceptor
 from service.api.readiness import SERVICE_NAME, Readiness
 from service.api.servicer import SegmentationServicer, ServicerSettings
-from service.api.transport import add_port, server_options, start_health_server
+from service.api.transport import add_port, local_target, server_options, start_health_server
 from service.config import ServiceConfig
 from service.engines.base import Engine
 from service.engines.selection import (
@@ -67,15 +67,6 @@ class RunningService:
     headroom: Headroom  # the measured load, and the utilisation gauge's value
     health_port: int  # the plaintext health-only port on 127.0.0.1; 0 when off
     failed: asyncio.Event  # set when an engine failed beyond recovery: the process should end
-
-
-def _local_target(address: str, port: int) -> str:
-    host = address.rsplit(":", 1)[0]
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"{host}:{port}"
 
 
 def _engine_settings(config: ServiceConfig) -> EngineSettings:
@@ -253,7 +244,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         await readiness.set_warm()
         log.info("serving %s; health SERVING", sorted(pipelines))
         yield RunningService(
-            target=_local_target(config.address, port),
+            target=local_target(config.address, port),
             port=port,
             metrics_port=metrics_port,
             config=config,

@@ -19,21 +19,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.api.transport import HEALTH_HOST
+from service.api.transport import HEALTH_HOST, local_target
 from service.config import ServiceConfig
 
 
 class HealthcheckError(Exception):
     """The settings give the healthcheck no way to reach the server."""
-
-
-def _local_target(address: str) -> str:
-    host, _colon, port = address.rpartition(":")
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"{host}:{port}"
 
 
 def _server_name(certificate_file: str) -> str:
@@ -57,7 +48,7 @@ def channel_for(config: ServiceConfig, target: str | None) -> tuple[grpc.Channel
     if config.health_port > 0:
         target = f"{HEALTH_HOST}:{config.health_port}"
         return grpc.insecure_channel(target), target
-    target = target or _local_target(config.address)
+    target = target or local_target(config.address)
     if config.tls_client_ca_file:
         raise HealthcheckError(
             "mutual TLS is on (SEGMENTATION_TLS_CLIENT_CA_FILE) and the server's settings hold "

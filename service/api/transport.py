@@ -19,6 +19,17 @@ _UNBOUNDED_MS = 2**31 - 1
 HEALTH_HOST = "127.0.0.1"
 
 
+def local_target(address: str, port: int | None = None) -> str:
+    """Where a client on this machine reaches a server listening on `address` (HOST:PORT; on
+    `port` instead when given: the port it bound)."""
+    host, _colon, address_port = address.rpartition(":")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host in ("[::]", "::"):
+        host = "[::1]"
+    return f"{host}:{address_port if port is None else port}"
+
+
 def server_options(config: ServiceConfig) -> list[tuple[str, int]]:
     options = [
         ("grpc.max_receive_message_length", config.max_frame_bytes + _MESSAGE_OVERHEAD_BYTES),
