@@ -1,11 +1,20 @@
 """The engine's health policy on a clock moved by hand: failing only after every batch failed
-for `failing_after_s`, recovered by one success, and fatal at once on an unrecoverable failure."""
+for `failing_after_s`, recovered by one success, and fatal at once on an unrecoverable failure;
+and the batch runner that feeds it (a raising batch is the engine's failure, a bad frame is not)
+and adds up its engine threads' busy time."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
 from service.batching.engine_health import EngineHealth
-from service.errors import EngineFailure
+from service.batching.runner import BatchRunner
+from service.errors import EngineFailure, FrameError, FrameErrorReason
 from tests.helpers import FakeClock
+from tests.test_batch_runner import HalfWork, make_runner, queue
 
 
 def health_on(clock: FakeClock) -> tuple[EngineHealth, list[bool]]:
@@ -59,3 +68,54 @@ def test_an_unrecoverable_failure_is_fatal_at_once() -> None:
     health.batch_failed(lost)
     health.batch_failed(EngineFailure("lost again", recoverable=False))
     assert fatal == [lost] and health.fatal is lost  # told once
+
+
+class BreakableHalfWork(HalfWork):
+    """HalfWork whose engine raises for the whole batch while `broken`."""
+
+    broken = False
+
+    def run_batch(self, items: Sequence[str]) -> list[float | FrameError]:
+        if self.broken:
+            raise EngineFailure("CUDA error: an illegal memory access was encountered")
+        return super().run_batch(items)
+
+
+async def run_one(runner: BatchRunner, clock: FakeClock, item: str) -> object:
+    task = await queue(runner, item)
+    clock.advance(0.010)  # the batch is due
+    runner.start_due_batches()
+    return (await asyncio.gather(task, return_exceptions=True))[0]
+
+
+async def test_the_runner_counts_a_raising_batch_against_the_engine_and_a_bad_frame_not() -> None:
+    clock, work = FakeClock(), BreakableHalfWork()
+    runner = make_runner(clock, work, in_flight=1)
+    runner.engine_health.failing_after_s = 1.0
+    bad = await run_one(runner, clock, "bad")
+    assert isinstance(bad, FrameError)  # the frame's fault: the engine ran the batch
+    assert (runner.engine_health.batches_succeeded, runner.engine_health.batches_failed) == (1, 0)
+    work.broken = True
+    for _ in range(2):
+        failed = await run_one(runner, clock, "a")
+        assert isinstance(failed, FrameError) and failed.reason == FrameErrorReason.INTERNAL
+        clock.advance(1.0)
+    assert runner.engine_health.failing and runner.engine_health.batches_failed == 2
+    work.broken = False
+    assert (await run_one(runner, clock, "a")).result == 0.5  # type: ignore[attr-defined]
+    assert not runner.engine_health.failing
+    await runner.stop()
+
+
+async def test_the_runner_adds_up_how_long_its_engine_threads_were_busy() -> None:
+    clock, work = FakeClock(), HalfWork()
+    runner = make_runner(clock, work, in_flight=2)
+    assert runner.occupied_s == 0.0
+    runner._batches_in_flight_change(+1)  # one of two threads busy for 1 s
+    clock.advance(1.0)
+    assert runner.occupied_s == pytest.approx(0.5)
+    runner._batches_in_flight_change(+1)  # both busy for 1 s more
+    clock.advance(1.0)
+    runner._batches_in_flight_change(-2)
+    clock.advance(5.0)  # idle
+    assert runner.occupied_s == pytest.approx(1.5)
