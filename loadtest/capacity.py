@@ -64,11 +64,15 @@ async def capacity_search(
         summary = summarize(result)
         overall = summary["overall"]
         passed, why = objective.verdict(overall)
+        view = asdict(server_view(before, after)) if before is not None else None
+        refused = view["streams_refused"] if view else summary["refused_calls"]
+        if passed and refused:
+            # A refused call is a call not carried, whatever the figures of the others.
+            passed, why = False, f"refused {refused:.0f} calls"
         if passed and summary["reconnects"]:
             # A replica that refused or lost streams does not carry this load, whatever the
             # figures of the frames that got through.
             passed, why = False, f"reconnects {summary['reconnects']}"
-        view = asdict(server_view(before, after)) if before is not None else None
         steps.append(Step(streams, passed, why, overall, view))
         if on_step:
             on_step(steps[-1])

@@ -135,6 +135,8 @@ async def _command_run(args: argparse.Namespace) -> int:
             f"  {summary['reconnects']} reconnects; {overall['dropped_locally']} frames "
             "dropped by the client while reconnecting"
         )
+    if summary["refused_calls"]:
+        print(f"  {summary['refused_calls']} calls refused by every replica: not carried")
     for error in summary["stream_errors"]:
         print(f"  {error}")
     if args.json:

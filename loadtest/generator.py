@@ -46,6 +46,7 @@ class RunResult:
     frames: list[FrameRecord] = field(default_factory=list)
     stream_errors: list[str] = field(default_factory=list)  # calls refused or broken
     reconnects: int = 0  # streams reopened by the client's failover (refused, drained, lost)
+    refused_calls: int = 0  # calls no replica had room for until the client gave up: not carried
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,10 @@ async def _one_stream(
             record.server_ms = response.timings.total_ms
     except SegmentationError as error:
         result.stream_errors.append(f"stream {index}: {error}")
+        # Refused (RESOURCE_EXHAUSTED) by every replica until the client gave up (UNAVAILABLE,
+        # naming the last refusal): a call the replicas did not carry.
+        if "RESOURCE_EXHAUSTED" in str(error):
+            result.refused_calls += 1
     result.reconnects += stream.stats.reconnects
     for record in records:
         if not record.status:

@@ -29,6 +29,7 @@ class ServerView:
     latency_ms: dict[str, float]  # p50/p95/p99 from the latency histogram's buckets
     batch_sizes: dict[str, float]  # batches per batch-size bucket ("le" bound -> count)
     mean_batch_size: float
+    streams_refused: float = 0.0  # new streams the server refused, whatever the limit
 
 
 def _delta(before: Samples, after: Samples, name: str, **labels: str) -> dict[tuple, float]:
@@ -89,4 +90,5 @@ def server_view(before: Samples, after: Samples) -> ServerView:
         latency_ms=latency,
         batch_sizes=per_bucket,
         mean_batch_size=frames / batches if batches else 0.0,
+        streams_refused=sum(_delta(before, after, "segmentation_streams_refused_total").values()),
     )

@@ -72,4 +72,5 @@ def summarize(result: RunResult) -> dict:
         "per_stream": per_stream,
         "stream_errors": result.stream_errors,
         "reconnects": result.reconnects,
+        "refused_calls": result.refused_calls,
     }

@@ -1,7 +1,9 @@
 """Assembles the service from its config, and takes it down in the right order.
 
 Start: the gRPC port opens first with health NOT_SERVING, so that orchestrators can probe it;
-models load and warm up; only then health turns SERVING. Stop: health NOT_SERVING, no new
+models load and warm up; only then health turns SERVING. Meanwhile, an engine that fails every
+batch turns readiness NOT_SERVING and ends its streams (`api.readiness`), and one that cannot
+recover sets `RunningService.failed`, for the process to end. Stop: health NOT_SERVING, no new
 calls, open calls get `shutdown_grace_s` to finish, then the models stop.
 """
 
@@ -21,10 +23,11 @@ from grpc_reflection.v1alpha import reflection
 
 from models.fetch import ensure_model_files
 from models.registry import model_spec
-from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from service.api.auth import BearerTokenInterceptor
+from service.api.readiness import SERVICE_NAME, Readiness
 from service.api.servicer import SegmentationServicer, ServicerSettings
+from service.api.transport import add_port, local_target, server_options, start_health_server
 from service.config import ServiceConfig
 from service.engines.base import Engine
 from service.engines.selection import (
@@ -39,16 +42,11 @@ from service.frames.selection import create_frame_path
 from service.frames.workers import WorkerThreads
 from service.metrics import STREAM_LATENCY_QUANTILES, ServiceMetrics
 from service.streams.admission import AdmissionScheduler
+from service.streams.headroom import FrameCounts, Headroom
 from service.streams.registry import StreamRegistry
 from service.streams.video_stream import VideoStream
 
 log = logging.getLogger(__name__)
-
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["SegmentationService"].full_name
-
-# Room for the protobuf framing around the largest frame, so that a frame just over
-# max_frame_bytes gets its own specific ERROR instead of a transport error.
-_MESSAGE_OVERHEAD_BYTES = 64 << 10
 # After the last stream ended on shutdown: a few frame intervals at 30 FPS.
 _STATUS_LINGER_S = 0.2
 
@@ -65,15 +63,10 @@ class RunningService:
     health: health.aio.HealthServicer
     admission: AdmissionScheduler[VideoStream]  # room for frames in flight, across all streams
     drain: Callable[[], None]  # what shutdown does first: refuse new calls, end open streams
-
-
-def _local_target(address: str, port: int) -> str:
-    host = address.rsplit(":", 1)[0]
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host in ("[::]", "::"):
-        host = "[::1]"
-    return f"{host}:{port}"
+    readiness: Readiness
+    headroom: Headroom  # the measured load, and the utilisation gauge's value
+    health_port: int  # the plaintext health-only port on 127.0.0.1; 0 when off
+    failed: asyncio.Event  # set when an engine failed beyond recovery: the process should end
 
 
 def _engine_settings(config: ServiceConfig) -> EngineSettings:
@@ -135,14 +128,39 @@ def _servicer_settings(config: ServiceConfig) -> ServicerSettings:
     )
 
 
-async def _set_health(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
-    status = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in ("", SERVICE_NAME):  # "" is the whole server, as Kubernetes probes ask
-        await health_servicer.set(name, status)
+def _watch_engines(
+    pipelines: dict[str, ModelPipeline],
+    config: ServiceConfig,
+    readiness: Readiness,
+    servicer: SegmentationServicer,
+    failed: asyncio.Event,
+) -> None:
+    """Each engine's health drives readiness and its streams; a fatal failure, the process."""
+
+    def changed(model: str, failing: bool) -> None:
+        readiness.engine_changed(model, failing)
+        if failing:
+            servicer.end_streams_of(model)
+
+    def fatal(model: str, error: BaseException) -> None:
+        log.critical(
+            "the engine of %s failed beyond recovery (%s): the process ends, to be restarted",
+            model,
+            error,
+        )
+        failed.set()
+
+    for name, pipeline in pipelines.items():
+        engine_health = pipeline.batch_runner.engine_health
+        engine_health.failing_after_s = config.engine_failing_after_s
+        engine_health.on_change(lambda failing, name=name: changed(name, failing))
+        engine_health.on_fatal(lambda error, name=name: fatal(name, error))
+
+
+async def _sample_load(headroom: Headroom) -> None:
+    while True:
+        headroom.sample()
+        await asyncio.sleep(headroom.sample_interval_s)
 
 
 async def _wait_for_streams_to_end(streams: StreamRegistry, grace_s: float) -> float:
@@ -157,35 +175,6 @@ async def _wait_for_streams_to_end(streams: StreamRegistry, grace_s: float) -> f
             await streams.wait_until_empty()
     await asyncio.sleep(min(_STATUS_LINGER_S, max(0.0, deadline - loop.time())))
     return max(0.0, deadline - loop.time())
-
-
-def _server_options(config: ServiceConfig) -> list[tuple[str, int]]:
-    return [
-        ("grpc.max_receive_message_length", config.max_frame_bytes + _MESSAGE_OVERHEAD_BYTES),
-        ("grpc.max_send_message_length", -1),
-        # Find dead peers of long-lived streams, and let clients ping as the client library does.
-        ("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)),
-        ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
-        ("grpc.keepalive_permit_without_calls", 1),
-        (
-            "grpc.http2.min_ping_interval_without_data_ms",
-            int(config.min_client_ping_interval_s * 1000),
-        ),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.http2.max_ping_strikes", 2),
-    ]
-
-
-def _add_port(server: grpc.aio.Server, config: ServiceConfig) -> int:
-    if not config.tls:
-        return server.add_insecure_port(config.address)
-    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
-    credentials = grpc.ssl_server_credentials(
-        [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())],
-        root_certificates=client_ca,
-        require_client_auth=client_ca is not None,
-    )
-    return server.add_secure_port(config.address, credentials)
 
 
 def _log_transport(config: ServiceConfig) -> None:
@@ -203,16 +192,26 @@ def _log_transport(config: ServiceConfig) -> None:
 async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]:
     """Starts the whole service, ready and warm, and always takes it down again."""
     metrics = ServiceMetrics(config.max_stream_series)
-    streams = StreamRegistry(config.max_streams)
+    pipelines: dict[str, ModelPipeline] = {}
+    headroom = Headroom(
+        config.load_window_s,
+        lambda: [pipeline.batch_runner for pipeline in pipelines.values()],
+        lambda: FrameCounts(servicer.frames_answered, servicer.frames_dropped),
+    )
+    measured_full = (lambda: headroom.load.full_because) if config.measured_admission else None
+    streams = StreamRegistry(config.max_streams, measured_full)
+    streams.on_change = lambda count: headroom.streams_changed(count, config.max_streams)
     admission: AdmissionScheduler[VideoStream] = AdmissionScheduler(config.max_frames_in_flight)
     metrics.report_streams(lambda: streams.reports(STREAM_LATENCY_QUANTILES))
+    metrics.capacity_utilisation.set_function(lambda: headroom.utilisation)
     codec = JpegCodec(config.max_frame_bytes, config.max_frame_pixels)
     codec_workers = WorkerThreads(config.decode_workers, "codec")
-    pipelines: dict[str, ModelPipeline] = {}
-    health_servicer = health.aio.HealthServicer()
+    readiness = Readiness(health.aio.HealthServicer())
+    health_servicer = readiness.servicer
+    failed = asyncio.Event()
     servicer = SegmentationServicer(_servicer_settings(config), streams, admission, metrics, codec)
     interceptors = [BearerTokenInterceptor(config.auth_token)] if config.auth_token else []
-    server = grpc.aio.server(interceptors=interceptors, options=_server_options(config))
+    server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
     pb_grpc.add_SegmentationServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -220,22 +219,32 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
          reflection.SERVICE_NAME),
         server,
     )  # fmt: skip
-    await _set_health(health_servicer, serving=False)
-    port = _add_port(server, config)
+    await readiness.publish()
+    port = add_port(server, config)
     started = False
+    health_server: grpc.aio.Server | None = None
+    health_port = 0
+    sampler: asyncio.Task[None] | None = None
     try:
         await server.start()
         started = True
         _log_transport(config)
+        if config.health_port >= 0:
+            health_server, health_port = await start_health_server(
+                health_servicer, config.health_port
+            )
+            log.info("gRPC health alone, plaintext, on 127.0.0.1:%d", health_port)
         metrics_port = metrics.serve(config.metrics_port) if config.metrics_port >= 0 else 0
         if metrics_port:
             log.info("metrics on :%d/metrics", metrics_port)
         await _load_pipelines(config, codec, codec_workers, metrics, pipelines)
+        _watch_engines(pipelines, config, readiness, servicer, failed)
         servicer.serve_models(pipelines)
-        await _set_health(health_servicer, serving=True)
+        sampler = asyncio.create_task(_sample_load(headroom), name="load-sampler")
+        await readiness.set_warm()
         log.info("serving %s; health SERVING", sorted(pipelines))
         yield RunningService(
-            target=_local_target(config.address, port),
+            target=local_target(config.address, port),
             port=port,
             metrics_port=metrics_port,
             config=config,
@@ -245,13 +254,21 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
             health=health_servicer,
             admission=admission,
             drain=servicer.drain,
+            readiness=readiness,
+            headroom=headroom,
+            health_port=health_port,
+            failed=failed,
         )
     finally:
-        await _set_health(health_servicer, serving=False)
+        await readiness.set_draining()
         servicer.drain()
+        if sampler is not None:
+            sampler.cancel()
         if started:
             remaining_s = await _wait_for_streams_to_end(streams, config.shutdown_grace_s)
             await server.stop(remaining_s)
+        if health_server is not None:
+            await health_server.stop(0)
         log.info(
             "stopped: %d stream frames received, %d answered",
             servicer.frames_received,

@@ -132,6 +132,26 @@ class ServiceConfig:
     max_streams: int = _setting(
         256, "open streams at most; more are refused with RESOURCE_EXHAUSTED", minimum=1
     )
+    measured_admission: bool = _setting(
+        True,
+        "also refuse new streams (RESOURCE_EXHAUSTED) while the replica measures itself full "
+        "over load_window_s: its engine at capacity, or dropping frames for its streams",
+    )
+    load_window_s: int = _setting(
+        2, "the window over which the replica measures its load, in seconds", minimum=1
+    )
+    engine_failing_after_s: float = _setting(
+        3.0,
+        "an engine that failed every batch for this long turns readiness NOT_SERVING and ends "
+        "its streams UNAVAILABLE; the first batch that succeeds again turns it back",
+        minimum=0,
+    )
+    max_connection_age_s: float = _setting(
+        120.0,
+        "connections are asked to close (GOAWAY) after about this long, so that clients "
+        "re-resolve the name and reach new replicas; open streams stay until they end; 0: never",
+        minimum=0,
+    )
     stream_idle_timeout_s: float = _setting(
         60.0, "a stream that sends nothing for this long is ended (DEADLINE_EXCEEDED)", minimum=0
     )
@@ -150,6 +170,11 @@ class ServiceConfig:
     tls_key_file: str = _setting("", "PEM private key of the server")
     tls_client_ca_file: str = _setting(
         "", "PEM CA bundle of the clients; turns mutual TLS on (clients must show a certificate)"
+    )
+    health_port: int = _setting(
+        -1,
+        "plaintext port on 127.0.0.1 serving only gRPC health, for segmentation-healthcheck "
+        "under mutual TLS; 0 picks a free one; -1 turns it off",
     )
     auth_token: str = _setting(
         "", "bearer token callers must send as `authorization: Bearer TOKEN`; empty: none"
@@ -179,10 +204,9 @@ class ServiceConfig:
                 f" (the frames in flight and the waiting one); was "
                 f"{self.max_unwritten_answers_per_stream}",
             )
-        if not -1 <= self.metrics_port <= 65535:
-            raise SettingError(
-                "metrics_port", f"metrics_port must be -1..65535; was {self.metrics_port}"
-            )
+        for name in ("metrics_port", "health_port"):
+            if not -1 <= getattr(self, name) <= 65535:
+                raise SettingError(name, f"{name} must be -1..65535; was {getattr(self, name)}")
         _host, colon, port = self.address.rpartition(":")
         if not colon or not port.isdigit() or int(port) > 65535:
             raise SettingError("address", f"address must be HOST:PORT; was {self.address!r}")

@@ -68,7 +68,18 @@ class NotReadyError(Exception):
 
 
 class TooManyStreamsError(Exception):
-    """The server holds as many streams as it may (RESOURCE_EXHAUSTED)."""
+    """The server has no room for another stream (RESOURCE_EXHAUSTED). `limit` names the limit
+    that refused it: `max_streams` (the count), or `measured_load` (its engine at capacity, or
+    frames dropped)."""
+
+    def __init__(self, message: str, limit: str = "max_streams") -> None:
+        super().__init__(message)
+        self.limit = limit
+
+
+class EngineFailingError(Exception):
+    """The replica's engine has failed every batch for a while (UNAVAILABLE): its streams end,
+    and new ones are refused, so that callers move to a replica that works."""
 
 
 class ShuttingDownError(Exception):

@@ -7,6 +7,7 @@ import contextlib
 import importlib.util
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,19 +16,26 @@ from service.config import ServiceConfig
 log = logging.getLogger("service")
 
 
-async def _serve(config: ServiceConfig) -> None:
+async def _serve(config: ServiceConfig) -> bool:
+    """Serves until a signal; returns False when an engine failed beyond recovery."""
     from service.app import running_server
 
     stop = asyncio.Event()
     ready = asyncio.Event()
+    failed = False
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
     async def serve_until_stopped() -> None:
-        async with running_server(config):
+        nonlocal failed
+        async with running_server(config) as service:
             ready.set()
-            await stop.wait()
+            waits = [asyncio.create_task(event.wait()) for event in (stop, service.failed)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for wait in waits:
+                wait.cancel()
+            failed = service.failed.is_set()
             log.info("shutting down: open streams get %.1f s to finish", config.shutdown_grace_s)
 
     serving = asyncio.create_task(serve_until_stopped())
@@ -39,6 +47,7 @@ async def _serve(config: ServiceConfig) -> None:
     stopped.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await serving
+    return not failed
 
 
 def _prepare_models(config: ServiceConfig) -> None:
@@ -72,7 +81,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if config.fetch_models_only:
         _prepare_models(config)
         return
-    asyncio.run(_serve(config))
+    if not asyncio.run(_serve(config)):
+        sys.exit(1)  # an engine failed beyond recovery (logged): the orchestrator restarts us
 
 
 if __name__ == "__main__":

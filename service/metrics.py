@@ -217,6 +217,19 @@ class ServiceMetrics:
             labels,
             registry=self.registry,
         )
+        self.streams_refused = Counter(
+            "segmentation_streams_refused",
+            "New streams refused, by the limit that refused them: max_streams, measured_load "
+            "(engine at capacity or frames dropped), engine_failing, draining",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.capacity_utilisation = Gauge(
+            "segmentation_capacity_utilisation_ratio",
+            "How much of its capacity the replica uses, 0..1: the most used of open streams over "
+            "max_streams and engine occupancy, 1 while it measures itself full",
+            registry=self.registry,
+        )
         self.model_info = Info(
             "segmentation_model",
             "A loaded model, its engine and device",

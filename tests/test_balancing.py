@@ -1,5 +1,6 @@
 """Client-side balancing: three servers on loopback behind one DNS name, and the client's
-`dns:///` target spreads new streams over all three."""
+`dns:///` target spreads new streams over all three; a replica that measures itself full
+refuses new streams, and the client places them on one with room."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 
 from loadtest.local_server import free_port
+from segmentation_client import FrameToSend, SegmentationClient
 from service.app import running_server
 from tests.helpers import loopback_config
+from tests.photos import video_frame_jpeg
 from tests.replica_dns import NAME, REPLICAS
 
 CLIENT = textwrap.dedent(
@@ -66,3 +70,66 @@ async def test_new_streams_spread_over_three_replicas_behind_one_name(dns_port: 
     print(f"\nstreams per replica: {served}")
     assert sum(served) == 12
     assert all(count >= 2 for count in served), f"streams did not spread: {served}"
+
+
+async def test_a_replica_dropping_frames_refuses_new_streams_and_its_neighbour_takes_them() -> None:
+    # The busy replica runs one frame at a time, and two cameras at 100 FPS send it more than
+    # that: it drops frames for them, all the time. Its neighbour has room.
+    busy_config = loopback_config(
+        models=("selfie-general",), max_frames_in_flight=1, max_batches_in_flight=1
+    )
+    async with (
+        running_server(busy_config) as busy,
+        running_server(loopback_config(models=("selfie-general",))) as roomy,
+    ):
+        stop = asyncio.Event()
+        jpeg = video_frame_jpeg(640, 480)
+
+        async def camera(fps: float) -> AsyncIterator[FrameToSend]:
+            frame_id = 0
+            while not stop.is_set():
+                yield FrameToSend(frame_id, jpeg)
+                frame_id += 1
+                await asyncio.sleep(1 / fps)
+
+        answers: dict[str, list[int]] = {}
+
+        async def call(client: SegmentationClient, name: str, fps: float) -> None:
+            statuses = answers[name] = []
+            async for response in client.stream(camera(fps), stream_id=name):
+                statuses.append(response.status)
+
+        async with SegmentationClient(busy.target) as direct:
+            load = [asyncio.create_task(call(direct, f"load-{n}", 100)) for n in range(2)]
+            try:
+                loop = asyncio.get_running_loop()
+                started = loop.time()
+                while busy.headroom.load.full_because is None:
+                    assert loop.time() - started < 30, "the busy replica never measured full"
+                    await asyncio.sleep(0.1)
+                full_because = busy.headroom.load.full_because
+                target = f"ipv4:{busy.target},{roomy.target}"
+                async with SegmentationClient(target) as client:
+                    await client.wait_until_serving()
+                    await asyncio.sleep(0.5)  # both connected: round_robin picks each in turn
+                    new = []
+                    for n in range(4):
+                        new.append(asyncio.create_task(call(client, f"new-{n}", 5)))
+                        await asyncio.sleep(0.2)
+                    while not all(1 in answers[f"new-{n}"] for n in range(4)):  # OK
+                        assert loop.time() - started < 60, "the new calls were not answered"
+                        await asyncio.sleep(0.1)
+                    placed = [roomy.streams.get(f"new-{n}") is not None for n in range(4)]
+                    stop.set()
+                    await asyncio.gather(*new)
+            finally:
+                stop.set()
+                await asyncio.gather(*load, return_exceptions=True)
+        refused = busy.metrics.streams_refused.labels("measured_load")._value.get()
+        utilisation = (busy.headroom.utilisation, roomy.headroom.utilisation)
+    print(
+        f"\nthe busy replica measured itself full: {full_because}; it refused {refused:.0f} "
+        f"new streams, all 4 went to its neighbour; utilisation {utilisation}"
+    )
+    assert refused >= 1
+    assert placed == [True] * 4

@@ -1,8 +1,10 @@
-"""gRPC health and reflection, as a plain client and an orchestrator's probe see them."""
+"""gRPC health and reflection, as a plain client and an orchestrator's probe see them:
+readiness while warming up and while the engine fails every batch, liveness apart."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import grpc
@@ -12,8 +14,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loadtest.local_server import free_port
 from segmentation_client import SegmentationClient, SegmentationError
+from service.api.readiness import LIVENESS
 from service.app import SERVICE_NAME, running_server
 from service.engines.tflite import TFLiteEngine
+from tests.breakable import FAILURE, break_engines
 from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg
 
@@ -80,3 +84,51 @@ async def test_reflection_lists_the_services(server) -> None:
         responses = [response async for response in stub.ServerReflectionInfo(iter([request]))]
     names = {s.name for s in responses[0].list_services_response.service}
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+
+
+async def wait_for_status(target: str, wanted: int, timeout_s: float = 30.0) -> float:
+    """Seconds until readiness says `wanted`, while the caller's frames keep coming."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while await health_status(target) != wanted:
+        assert loop.time() - started < timeout_s, f"readiness never turned {wanted}"
+        await asyncio.sleep(0.05)
+    return loop.time() - started
+
+
+async def test_readiness_follows_an_engine_that_fails_every_batch_and_liveness_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    switches = break_engines(monkeypatch)
+    config = loopback_config(models=("selfie-general",), engine_failing_after_s=1.0)
+    async with running_server(config) as service, SegmentationClient(service.target) as client:
+        assert await health_status(service.target, LIVENESS) == SERVING
+        switches[0].break_engine()
+
+        async def frames_keep_coming() -> None:
+            while True:  # each frame fails INTERNAL while the engine is broken
+                with contextlib.suppress(SegmentationError):
+                    await client.segment(astronaut_jpeg())
+                await asyncio.sleep(0.03)
+
+        sender = asyncio.create_task(frames_keep_coming())
+        try:
+            not_serving_after_s = await wait_for_status(service.target, NOT_SERVING)
+        finally:
+            sender.cancel()
+        assert await health_status(service.target, SERVICE_NAME) == NOT_SERVING
+        assert await health_status(service.target, LIVENESS) == SERVING
+        with pytest.raises(SegmentationError) as caught:
+            await client.segment(astronaut_jpeg())
+        assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "fails every batch" in caught.value.details and FAILURE in caught.value.details
+
+        switches[0].mend()  # no call reaches it now: its own probe finds it working
+        serving_after_s = await wait_for_status(service.target, SERVING)
+        assert (await client.segment(astronaut_jpeg())).mask.data
+        assert await health_status(service.target, LIVENESS) == SERVING
+    print(
+        f"\nreadiness NOT_SERVING {not_serving_after_s:.1f} s after the engine broke "
+        f"(engine_failing_after_s 1.0), SERVING {serving_after_s:.1f} s after it was mended"
+    )
+    assert not_serving_after_s >= 1.0  # not on the first failed batch

@@ -18,9 +18,11 @@ from service.api import protocol
 from service.api.frame_reader import read_first, read_frames
 from service.api.status import ANSWERED_ERRORS, DRAINING_DETAILS, status_of
 from service.errors import (
+    EngineFailingError,
     FrameError,
     NotReadyError,
     ShuttingDownError,
+    TooManyStreamsError,
     UnknownModelError,
     internal_error,
 )
@@ -66,6 +68,7 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self._draining = False
         self._frames_read_by_ended_streams = 0
         self.frames_answered = 0
+        self.frames_dropped = 0  # answered DROPPED, for the replica's measured load
 
     @property
     def frames_received(self) -> int:
@@ -96,11 +99,22 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         pipelines = self._loaded_pipelines()
         name = model or self._settings.default_model
         try:
-            return pipelines[name]
+            pipeline = pipelines[name]
         except KeyError:
             raise UnknownModelError(
                 f"model {name!r} is not loaded here; loaded models: {sorted(pipelines)}"
             ) from None
+        health = pipeline.batch_runner.engine_health
+        if health.failing:
+            raise EngineFailingError(_failing_details(name, health.last_failure))
+        return pipeline
+
+    def end_streams_of(self, model: str) -> None:
+        """The model's engine fails every batch: its open streams end UNAVAILABLE, so that
+        their callers reopen them on a replica that works."""
+        health = self._loaded_pipelines()[model].batch_runner.engine_health
+        for stream in self._streams.streams_of(model):
+            stream.fail(EngineFailingError(_failing_details(model, health.last_failure)))
 
     async def StreamSegment(
         self,
@@ -132,10 +146,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                 response = protocol.stream_response(stream.stream_id, answer)
                 _observe(metrics, answer)
                 self.frames_answered += 1
+                if answer.outcome is FrameOutcome.DROPPED:
+                    self.frames_dropped += 1
                 yield response
             if stream in self._drained:
                 raise ShuttingDownError(DRAINING_DETAILS)
         except ANSWERED_ERRORS as error:
+            if stream is None and type(error) in _REFUSALS:
+                self._refused(error)
             await context.abort(status_of(error), str(error))
         finally:
             # Runs on normal end, on abort, and when the caller vanished (cancellation).
@@ -152,6 +170,11 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
                     self._drained.discard(stream)
                     await self._streams.close(stream)
                     self._metrics.for_model(stream.model).active_streams.dec()
+
+    def _refused(self, error: Exception) -> None:
+        limit = error.limit if isinstance(error, TooManyStreamsError) else _REFUSALS[type(error)]
+        self._metrics.streams_refused.labels(limit).inc()
+        log.info("a new stream was refused (%s): %s", limit, error)
 
     async def _open_stream(self, first: pb.StreamSegmentRequest) -> VideoStream:
         config = protocol.stream_config(first)
@@ -217,6 +240,22 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         return protocol.models_response(
             [pipeline.engine for pipeline in pipelines.values()], self._settings.default_model
         )
+
+
+# The errors that refuse a new stream, by the limit that refused it (the label of
+# segmentation_streams_refused_total); TooManyStreamsError names its own.
+_REFUSALS: dict[type[Exception], str] = {
+    TooManyStreamsError: "max_streams",
+    EngineFailingError: "engine_failing",
+    ShuttingDownError: "draining",
+}
+
+
+def _failing_details(model: str, last_failure: str) -> str:
+    return (
+        f"the engine of model {model} on this replica fails every batch (last: {last_failure}); "
+        "reopen the stream on another replica"
+    )
 
 
 def _observe(metrics: ModelMetrics, answer: FrameAnswer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from service.errors import (
+    EngineFailingError,
     FrameError,
     FrameErrorReason,
     InvalidConfigError,
@@ -20,6 +21,7 @@ from service.errors import (
 _STATUS_OF_ERROR: dict[type[Exception], grpc.StatusCode] = {
     NotReadyError: grpc.StatusCode.UNAVAILABLE,
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
+    EngineFailingError: grpc.StatusCode.UNAVAILABLE,
     TooManyStreamsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     StreamIdleError: grpc.StatusCode.DEADLINE_EXCEEDED,
     StreamProtocolError: grpc.StatusCode.INVALID_ARGUMENT,

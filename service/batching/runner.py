@@ -7,6 +7,12 @@ done, a stream gone). It never decides itself when a batch closes: `batcher.Batc
 it never knows what a batch holds: its `BatchWork` (the model's frame path) runs it. If the
 loop ever dies, every item waiting for a batch, and every item after, gets an INTERNAL error
 instead of waiting for ever.
+
+Each batch's outcome goes to the engine's `EngineHealth`: a batch that raises is the engine's
+failure, whatever it raised. While the engine is failing, no traffic reaches it (readiness is
+NOT_SERVING), so the runner itself probes it by running the warm-up again, until it recovers.
+The runner also adds up how long its engine threads were busy (`occupied_s`), for the
+replica's measured load.
 """
 
 from __future__ import annotations
@@ -22,12 +28,15 @@ from typing import Generic, Protocol, TypeVar
 
 from service.batching.batcher import Batch, Batcher, BatchPolicy, Outlook
 from service.batching.cadence import StreamCadence
+from service.batching.engine_health import EngineHealth
 from service.clock import Clock
 from service.errors import FrameError, internal_error
 from service.metrics import ModelMetrics
 from service.threads import name_this_thread
 
 log = logging.getLogger(__name__)
+
+DEFAULT_FAILING_AFTER_S = 3.0  # ServiceConfig.engine_failing_after_s sets each runner's own
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -101,6 +110,11 @@ class BatchRunner(Generic[Item, Result]):
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._loop_failure: BaseException | None = None
+        self.engine_health = EngineHealth(DEFAULT_FAILING_AFTER_S, clock)
+        self.engine_health.on_change(self._on_health_change)
+        self._probe_task: asyncio.Task[None] | None = None
+        self._occupied_s = 0.0  # engine-thread seconds busy, over max_batches_in_flight
+        self._occupancy_changed_at = clock()
 
     @property
     def frames_waiting(self) -> int:
@@ -111,6 +125,21 @@ class BatchRunner(Generic[Item, Result]):
     def batches_in_flight(self) -> int:
         return self._batches_in_flight
 
+    @property
+    def occupied_s(self) -> float:
+        """Seconds the engine has been fully busy so far: the time integral of the batches in
+        flight over the most it runs at once (so two half-busy threads count as one)."""
+        return self._occupied_s + self._occupancy_since_change()
+
+    def _occupancy_since_change(self) -> float:
+        elapsed_s = self._clock() - self._occupancy_changed_at
+        return elapsed_s * self._batches_in_flight / self._max_batches_in_flight
+
+    def _batches_in_flight_change(self, by: int) -> None:
+        self._occupied_s += self._occupancy_since_change()
+        self._occupancy_changed_at = self._clock()
+        self._batches_in_flight += by
+
     async def start(self) -> None:
         """Warms the model up on its own thread, then starts taking batches."""
         await asyncio.get_running_loop().run_in_executor(self._engine_executor, self._work.warm_up)
@@ -118,6 +147,9 @@ class BatchRunner(Generic[Item, Result]):
         self._loop_task.add_done_callback(self._on_loop_end)
 
     async def stop(self) -> None:
+        if self._probe_task:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -177,7 +209,7 @@ class BatchRunner(Generic[Item, Result]):
             batch = self._batcher.take_batch(outlook)
             if batch is None:
                 return self._batcher.seconds_until_due(outlook)
-            self._batches_in_flight += 1
+            self._batches_in_flight_change(+1)
             task = asyncio.create_task(self._run_batch(batch))
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
@@ -216,6 +248,7 @@ class BatchRunner(Generic[Item, Result]):
             results, inference_s = await asyncio.get_running_loop().run_in_executor(
                 self._engine_executor, self._run_work, [queued.item for queued, _ in live]
             )
+            self.engine_health.batch_succeeded()
             self._metrics.observe_batch(len(live), self._work.padded_size(len(live)))
             for (queued, batch_wait_s), result in zip(live, results, strict=True):
                 if queued.output.done():
@@ -227,13 +260,35 @@ class BatchRunner(Generic[Item, Result]):
                     queued.output.set_result(output)
         except Exception as error:
             log.exception("a batch of %d frames failed", len(live))
+            self.engine_health.batch_failed(error)
             failure = internal_error(error, "inference failed")
             for queued, _ in live:
                 if not queued.output.done():
                     queued.output.set_exception(failure)
         finally:
-            self._batches_in_flight -= 1
+            self._batches_in_flight_change(-1)
             self._wakeup.set()
+
+    def _on_health_change(self, failing: bool) -> None:
+        if failing and (self._probe_task is None or self._probe_task.done()):
+            self._probe_task = asyncio.create_task(self._probe(), name=f"probe-{self._name}")
+
+    async def _probe(self) -> None:
+        """While the engine is failing, runs the warm-up now and then: the first that succeeds
+        is the engine's recovery."""
+        health = self.engine_health
+        interval_s = max(0.2, health.failing_after_s / 4)
+        while health.failing:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._engine_executor, self._work.warm_up
+                )
+            except Exception as error:
+                health.batch_failed(error)
+            else:
+                log.info("the engine of %s runs batches again", self._name)
+                health.batch_succeeded()
 
     def _run_work(self, items: list[Item]) -> tuple[Sequence[Result | FrameError], float]:
         started = self._clock()

@@ -36,6 +36,11 @@ DEFAULT_TARGET = "localhost:50051"
 # or more (its --min-client-ping-interval-s), so 20 s keeps well clear of its limit.
 KEEPALIVE_TIME_S = 20
 KEEPALIVE_TIMEOUT_S = 10
+# The channel re-resolves its name when a connection closes, as a server's maximum connection
+# age makes each one do now and then: that is how a long-lived channel reaches replicas that
+# joined. gRPC waits 30 s between two resolutions by default; 1 s lets a refused stream find a
+# new replica soon, and re-resolutions only follow connection events, so DNS sees few.
+DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS = 1000
 SERVICE = "segmentation.v1.SegmentationService"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_SERVING = b"\x08\x01"  # HealthCheckResponse(status=SERVING), serialized
@@ -111,6 +116,7 @@ class SegmentationClient:
             ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_S * 1000),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.lb_policy_name", load_balancing),
+            ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS),
             ("grpc.enable_retries", 1),
             ("grpc.service_config", json.dumps(UNARY_RETRY_SERVICE_CONFIG)),
         ]
