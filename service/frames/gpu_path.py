@@ -66,6 +66,7 @@ class BatchStages:
     """Device seconds of one batch's stages, shared by its frames."""
 
     decode_s: float  # the JPEG decode
+    model_s: float  # the stretch to the model's input and the model
     encode_s: float  # after the model: smoothing, upscale, composite, JPEG encode, host copies
 
 
@@ -130,7 +131,7 @@ class GpuFramePath:
         self, prepare_s: float, batched: GpuResult, batch_s: float, finish_s: float
     ) -> StageTimes:
         """Decode, inference and encode seconds: the batch's own split of its run."""
-        stages = batched.stages or BatchStages(0.0, 0.0)
+        stages = batched.stages or BatchStages(0.0, 0.0, 0.0)
         inference_s = max(0.0, batch_s - stages.decode_s - stages.encode_s)
         return StageTimes(prepare_s + stages.decode_s, inference_s, stages.encode_s + finish_s)
 
@@ -173,7 +174,11 @@ class GpuFramePath:
         composites = self._encode_composites(pending)
         ended = device.mark()
         device.wait()
-        stages = BatchStages(device.elapsed_s(started, decoded), device.elapsed_s(inferred, ended))
+        stages = BatchStages(
+            device.elapsed_s(started, decoded),
+            device.elapsed_s(decoded, inferred),
+            device.elapsed_s(inferred, ended),
+        )
         for n, result in zip(good, pending, strict=True):
             finished = composites.get(id(result)) or result()
             results[n] = dataclasses.replace(finished, stages=stages)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 def create_frame_path(engine: Engine, codec: JpegCodec, codec_workers: WorkerThreads) -> FramePath:
     name, device = engine.spec.name, engine.device
     if not device.startswith("cuda"):
+        log.info("%s: the %s engine runs on %s; frames on the CPU", name, engine.name, device)
         return CpuFramePath(engine, codec, codec_workers)
     if not isinstance(engine, DeviceEngine):
         log.info(
