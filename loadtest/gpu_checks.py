@@ -360,7 +360,7 @@ def graphs(bench: Bench) -> None:
     photos = torch.from_numpy(photo_check_frames(bench.spec)).to(bench.device)
     module = engine._module
     for size in engine.batch_sizes:
-        frames = photos[torch.arange(size) % len(photos)].contiguous()
+        frames = photos[torch.arange(size, device=photos.device) % len(photos)].contiguous()
         with torch.inference_mode():
             eager = module(frames)
             graphed = engine.infer_on_device(frames)
@@ -380,7 +380,7 @@ def graphs(bench: Bench) -> None:
         bench.out.record("graphs", batch=size, graph_ms=timings["graph"],
                          eager_ms=timings["eager"], max_difference=difference)  # fmt: skip
     size = engine.batch_sizes[-1]
-    frames = photos[torch.arange(size) % len(photos)].contiguous()
+    frames = photos[torch.arange(size, device=photos.device) % len(photos)].contiguous()
 
     def frames_per_s(threads: int, runs: int = 30) -> float:
         def work(_: int) -> None:
