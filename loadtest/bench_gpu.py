@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest import gpu_checks, gpu_figures
+from loadtest import gpu_checks, gpu_composites, gpu_figures
 from loadtest.gpu_bench import Bench
 from loadtest.gpu_run import Deadline, Output, Section, run_sections
 
@@ -47,8 +47,8 @@ SECTIONS = [
     Section("frame-path", gpu_checks.frame_path, 30, 8),
     Section("decode-accuracy", gpu_checks.decode_accuracy, 5, 3),
     Section("damaged-frames", gpu_checks.damaged_frames, 8, 5),
-    Section("encode-race", gpu_checks.encode_race, 10, 5),
-    Section("composites", gpu_checks.composites, 5, 4),
+    Section("encode-race", gpu_composites.encode_race, 10, 5),
+    Section("composites", gpu_composites.composites, 5, 4),
     Section("graphs", gpu_checks.graphs, 15, 0, needs_cuda=True),
     Section("memory", gpu_checks.memory, 15, 0, needs_cuda=True),
     Section("model", gpu_figures.model, 25, 5),
@@ -95,6 +95,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--warm-up-s", type=float, default=2.0)
     add("--path-batch", type=int, default=32)
     add("--threads", type=int, default=None, help="torch's CPU threads")
+    add(
+        "--race-control",
+        action="store_true",
+        help="encode-race also runs nvJPEG's encode unordered, to show the check sees the race",
+    )
     add("--quick", action="store_true", help="small sizes, short runs: a dry run on a CPU")
     args = parser.parse_args(argv)
     args.resolutions = args.resolutions.split(",")

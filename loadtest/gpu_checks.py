@@ -1,6 +1,6 @@
 """The GPU benchmark's self-checks, run before its long load sections: is the device's work
-right (decode, damaged frames, encode ordering, composites, graphs, memory), and what ran
-(versions, paths, precisions)? Each is a section of `gpu_run`; on a CPU they run through
+right (decode, damaged frames, graphs, memory; the composites' in `gpu_composites`), and what
+ran (versions, paths, precisions)? Each is a section of `gpu_run`; on a CPU they run through
 `CpuFrameDevice`, and those that need CUDA are skipped."""
 
 from __future__ import annotations
@@ -9,14 +9,13 @@ import importlib.metadata
 import logging
 import shutil
 import subprocess
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
 
 from loadtest.gpu_bench import Bench, size_of, through
+from loadtest.gpu_composites import composite_jobs
 from loadtest.gpu_run import CheckFailed
 
 
@@ -233,122 +232,6 @@ def damaged_frames(bench: Bench) -> None:
         raise CheckFailed("; ".join(problems + [f"{w}: decoded, not caught" for w in caught]))
 
 
-def _composite_jobs(jpegs: list[bytes], background: Any, quality: int = 90) -> list:
-    from service.frames.codec import MaskEncoding
-    from service.frames.path import FrameJob
-    from service.frames.requests import CompositeRequest, OutputRequest
-
-    request = OutputRequest(0, 0, MaskEncoding.RAW_U8,
-                            composite=CompositeRequest(background, quality))  # fmt: skip
-    return [FrameJob(jpeg, request) for jpeg in jpegs]
-
-
-def _pixels(jpeg: bytes) -> np.ndarray:
-    from turbojpeg import TJPF_RGB
-
-    from service.frames.codec import strict_turbojpeg
-
-    return strict_turbojpeg().decode(jpeg, pixel_format=TJPF_RGB).astype(np.float32)
-
-
-def _mean_differences(answers: list, references: list[np.ndarray]) -> list[float]:
-    """Each composite's pixels against its reference, in mean levels; inf where one did not
-    come back or does not decode."""
-    differences = []
-    for answer, reference in zip(answers, references, strict=True):
-        try:
-            differences.append(float(np.abs(_pixels(answer[1].jpeg) - reference).mean()))
-        except Exception:
-            differences.append(float("inf"))
-    return differences
-
-
-def _references(gpu: Any, jobs: list) -> list[np.ndarray]:
-    """What each job's composite must show: the GPU path's own mask, composited on the CPU
-    (OpenCV) over the frame as libjpeg-turbo decodes it. Unlike the CPU path's composite it
-    shares the GPU path's mask, so only the compositing and its encode are compared."""
-    import dataclasses
-
-    from service.frames.codec import MaskEncoding
-    from service.frames.refine import composite
-
-    masks = [dataclasses.replace(job, request=dataclasses.replace(
-        job.request, composite=None, encoding=MaskEncoding.RAW_U8)) for job in jobs]  # fmt: skip
-    answers, _ = through(gpu, masks)
-    references = []
-    for job, (mask, _) in zip(jobs, answers, strict=True):
-        alpha = np.frombuffer(mask.data, np.uint8).reshape(mask.height, mask.width) / 255.0
-        frame = _pixels(job.jpeg).astype(np.uint8)
-        image = composite(frame, alpha.astype(np.float32), job.request.composite.background)
-        references.append(image.astype(np.float32))
-    return references
-
-
-def encode_race(bench: Bench) -> None:
-    """Three engine threads compositing and encoding at once, each with its model and
-    composite kernels queued on its own stream: composites that do not decode, or do not match
-    their reference (`_references`), were encoded before they were written."""
-    from loadtest.frames import video_sequence
-    from service.frames.refine import Background
-
-    gpu = bench.gpu_path()
-    batch, rounds, threads = bench.args.race_batch, bench.args.race_rounds, 3
-    frames = video_sequence(*size_of(bench.args.resolutions[0]), frames=batch * rounds * threads)
-    jobs = _composite_jobs(frames, Background(color=(0, 255, 0)))
-    references = _references(gpu, jobs)
-    start = threading.Barrier(threads)
-
-    def worker(thread: int) -> list[float]:
-        start.wait()
-        differences = []
-        for r in range(rounds):
-            first = (r * threads + thread) * batch
-            answers, _ = through(gpu, jobs[first : first + batch])
-            differences += _mean_differences(answers, references[first : first + batch])
-        return differences
-
-    with ThreadPoolExecutor(threads) as pool:
-        differences = [d for part in pool.map(worker, range(threads)) for d in part]
-    bad = [d for d in differences if not d < 6.0]
-    bench.out.line(f"{threads} threads x {rounds} rounds x batch {batch}: {len(bad)} of "
-                   f"{len(differences)} composites do not decode or do not match (mean "
-                   f"difference from their references: worst {max(differences):.2f}, mean "
-                   f"{np.mean(differences):.2f} levels)")  # fmt: skip
-    bench.out.record("encode_race", frames=len(differences), bad=len(bad), worst=max(differences))
-    if bad:
-        raise CheckFailed(f"{len(bad)} composites read before they were written")
-
-
-def composites(bench: Bench) -> None:
-    """The GPU path's composites against the CPU path's (their masks differ a little: each
-    path decodes and stretches its own way), and against their references (the same mask,
-    composited on the CPU): the second shows the device's compositing and encode alone."""
-    from loadtest.frames import video_sequence
-    from service.frames.refine import Background
-
-    gpu, cpu = bench.gpu_path(), bench.cpu_path()
-    worst = 0.0
-    for batch in bench.args.composite_batches:
-        frames = video_sequence(*size_of(bench.args.resolutions[0]), frames=batch)
-        for what, background in (("colour", Background(color=(0, 255, 0))),
-                                 ("blur 12", Background(blur_radius=12.0))):  # fmt: skip
-            jobs = _composite_jobs(frames, background)
-            answers, _ = through(gpu, jobs)
-            cpu_images = [_pixels(image.jpeg) for _, image in through(cpu, jobs)[0]]
-            against_cpu = _mean_differences(answers, cpu_images)
-            against_reference = _mean_differences(answers, _references(gpu, jobs))
-            worst = max(worst, *against_reference)
-            bench.out.line(f"batch {batch}, {what}: mean difference from the CPU path's "
-                           f"{np.mean(against_cpu):.2f} levels (worst frame "
-                           f"{max(against_cpu):.2f}); from the references "
-                           f"{np.mean(against_reference):.2f} (worst "
-                           f"{max(against_reference):.2f})")  # fmt: skip
-            bench.out.record("composites", batch=batch, background=what, against_cpu=against_cpu,
-                             against_reference=against_reference)  # fmt: skip
-    if worst > 4.0:
-        raise CheckFailed(f"a composite is {worst:.2f} levels off its reference on average")
-
-
 def graphs(bench: Bench) -> None:
     """Each batch size's graph against the module run eagerly, and three engine threads at
     once against one."""
@@ -418,7 +301,7 @@ def memory(bench: Bench) -> None:
                 torch.cuda.memory_reserved(bench.device) / 2**20)  # fmt: skip
 
     frames = video_sequence(*size_of(bench.args.resolutions[0]), frames=8)
-    jobs = _composite_jobs(frames[:4], Background(blur_radius=12.0))
+    jobs = composite_jobs(frames[:4], Background(blur_radius=12.0))
     jobs += [FrameJob(jpeg, OutputRequest(0, 0, MaskEncoding.JPEG)) for jpeg in frames[4:]]
     through(gpu, jobs)
     before = figures()
