@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # On the GPU test host: installs .gpu-carry/ (built here by `make gpu-carry`) under /tmp, then
-# runs the GPU benchmark. Figures go to $OUT/bench-gpu (or ./bench-gpu) as they come.
-#   bash loadtest/gpu_host.sh [bench_gpu flags...]
+# runs the GPU benchmark, which ends within its deadline (5 minutes by default). Figures go to
+# $OUT/bench-gpu (or ./bench-gpu) section by section; it exits 1 when a section failed, and
+# names them: rerun those alone with --sections.
+#   bash loadtest/gpu_host.sh [bench_gpu flags...]     e.g. --sections encode-race,load-4
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=$PWD/.gpu-carry

@@ -52,17 +52,27 @@ class LoadRun:
 class Servers:
     """`count` server processes on this host (one GPU), each with `flags`."""
 
-    def __init__(self, count: int, flags: list[str]) -> None:
+    def __init__(self, count: int, flags: list[str], ready_timeout_s: float | None = None) -> None:
         self._stack = ExitStack()
         self._flags = flags
         self.count = count
+        # They start together and contend for the GPU and the cores: the wait grows with them.
+        self._ready_timeout_s = ready_timeout_s or 60.0 + 30.0 * count
         self.processes: list[ServerProcess] = []
 
     def __enter__(self) -> Servers:
-        # Started together, then waited for: their warm-ups (CUDA graphs) overlap.
-        started = [ServerProcess(*self._flags) for _ in range(self.count)]
-        for server in started:
-            self.processes.append(self._stack.enter_context(server))
+        # Started together, then waited for: their warm-ups (CUDA graphs) overlap. Each is
+        # stopped on the way out, even where another one failed to start.
+        try:
+            for _ in range(self.count):
+                server = ServerProcess(*self._flags, ready_timeout_s=self._ready_timeout_s)
+                self._stack.callback(server.stop)
+                self.processes.append(server)
+            for server in self.processes:
+                server.wait_until_serving()
+        except BaseException:
+            self._stack.close()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -154,12 +164,17 @@ def stream_shares(calls: int, servers: int, generators: int) -> list[tuple[int, 
 
 
 def calls_held(
-    measure: Callable[[int], LoadRun], low: int, high: int, report: Callable[[LoadRun], None]
-) -> int:
+    measure: Callable[[int], LoadRun],
+    low: int,
+    high: int,
+    report: Callable[[LoadRun], None],
+    more_time: Callable[[], bool] = lambda: True,
+) -> tuple[int, int]:
     """The most calls that hold the objective, by bisection between `low` (assumed to hold;
-    0 for none) and `high` (assumed to fail), to within 5% of `high` or one call."""
+    0 for none) and `high` (assumed to fail), to within 5% of `high` or one call, or until
+    `more_time()` says no: (the most that held, the fewest that failed)."""
     tolerance = max(1, round(high * 0.05))
-    while high - low > tolerance:
+    while high - low > tolerance and more_time():
         middle = (low + high) // 2
         run = measure(middle)
         report(run)
@@ -167,4 +182,4 @@ def calls_held(
             low = middle
         else:
             high = middle
-    return low
+    return low, high

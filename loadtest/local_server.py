@@ -4,8 +4,10 @@ start their own server, and for the tests."""
 from __future__ import annotations
 
 import socket
+import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -27,8 +29,11 @@ def wait_for_http(url: str, timeout_s: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def wait_for_serving(target: str, timeout_s: float = 60.0) -> None:
-    """Waits until the server's gRPC health check answers SERVING (models warm)."""
+def wait_for_serving(
+    target: str, timeout_s: float = 60.0, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Waits until the server's gRPC health check answers SERVING (models warm); fails at once
+    where `alive()` says the server is gone."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -42,6 +47,8 @@ def wait_for_serving(target: str, timeout_s: float = 60.0) -> None:
                     return
             except grpc.RpcError:
                 pass
+            if not alive():
+                raise RuntimeError(f"{target} exited before it reported SERVING")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{target} did not report SERVING within {timeout_s} s")
             time.sleep(0.1)
@@ -56,9 +63,11 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
+        ready_timeout_s: float = 60.0,
     ) -> None:
         """`host` and `port`: where it listens (a free port by default); several replicas on
-        loopback can share a port on 127.0.0.1, 127.0.0.2, ... behind one DNS name."""
+        loopback can share a port on 127.0.0.1, 127.0.0.2, ... behind one DNS name;
+        `ready_timeout_s`: how long `with` waits for it to report SERVING."""
         import os
         import subprocess
         import sys
@@ -84,14 +93,25 @@ class ServerProcess:
             text=True,
         )
         self.output = ""
+        self.ready_timeout_s = ready_timeout_s
 
     def __enter__(self) -> ServerProcess:
-        try:
-            wait_for_serving(self.target)
-        except BaseException:
-            self.stop()
-            raise
+        self.wait_until_serving()
         return self
+
+    def wait_until_serving(self) -> None:
+        """Waits for SERVING; where it does not come, stops the server and prints its log
+        (stderr) before raising, so that a failed start says why."""
+        try:
+            wait_for_serving(
+                self.target, self.ready_timeout_s, alive=lambda: self.process.poll() is None
+            )
+        except BaseException as error:
+            self.stop()
+            print(f"--- the log of the server at {self.target} ({error}) ---", file=sys.stderr)
+            print(self.output.rstrip(), file=sys.stderr)
+            print("--- end of its log ---", file=sys.stderr, flush=True)
+            raise
 
     def stop(self, signal_number: int | None = None, timeout_s: float = 30.0) -> int:
         """Signals the server (SIGTERM by default), waits for it, keeps what it printed."""

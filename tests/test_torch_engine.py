@@ -19,6 +19,7 @@ from service.engines.torch_engine import (
     half_holds,
     mask_iou,
     photo_check_frames,
+    use_ieee_float32,
 )
 
 SPEC = model_spec("selfie-general")
@@ -99,3 +100,19 @@ def test_the_float16_check_has_photos_without_scikit_image_or_matplotlib(
         assert original.shape == copy.shape
         assert np.abs(original.astype(float) - copy).mean() < 3.0  # a JPEG re-encoding at most
     assert photo_check_frames(SPEC).shape == (8, 256, 256, 3)
+
+
+def test_float32_on_cuda_is_ieee_by_the_flags_this_torch_reads() -> None:
+    """cuDNN's convolutions default to TF32; the engine sets the flags torch 2.9 and later
+    read (never the legacy allow_tf32, whose mix with them is an error)."""
+    import torch
+
+    assert torch.backends.cudnn.conv.fp32_precision in ("tf32", "ieee", "none")
+    use_ieee_float32()
+    assert torch.backends.cudnn.conv.fp32_precision == "ieee"
+    assert torch.backends.cuda.matmul.fp32_precision == "ieee"
+
+
+def test_an_engine_on_the_cpu_captures_no_graphs(torch_engine: TorchEngine) -> None:
+    torch_engine.warm_up()
+    assert torch_engine.graph_sizes == ()  # every batch size says it runs eagerly

@@ -4,11 +4,14 @@ engines that run fixed batch shapes share."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from models.registry import ModelSpec
+
+if TYPE_CHECKING:
+    import torch
 
 
 class Engine(Protocol):
@@ -37,6 +40,17 @@ class Engine(Protocol):
 
     def padded_size(self, frames: int) -> int:
         """How many frames the engine computes for a batch of `frames` (padding included)."""
+        ...
+
+
+@runtime_checkable
+class DeviceEngine(Engine, Protocol):
+    """An engine that also runs a batch already on its device, for a frame path that decodes
+    and encodes there (the GPU path): the torch engine."""
+
+    def infer_on_device(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) on `device` -> float32 (N, H, W) there, ordered on the caller's
+        current stream."""
         ...
 
 

@@ -10,7 +10,12 @@ kernel launches, not arithmetic, so:
 - activations are channels_last (the NHWC byte order the frames arrive in);
 - half precision is used where it holds the masks: at warm-up, `precision="auto"` compares the
   float16 masks with the float32 ones on photos of people and keeps float16 only when every
-  frame's IoU is at least HALF_MIN_IOU.
+  frame's IoU is at least HALF_MIN_IOU;
+- float32 is IEEE float32, never TF32 (which cuDNN's convolutions use by default): set before
+  the float16 decision and before any graph is captured (a graph keeps the setting it was
+  captured with), for the decision, the parity with the CPU and serving alike;
+- a batch size whose graph fails to capture runs eagerly; the others keep their graphs, and
+  `graph_sizes` says which.
 
 On the CPU nothing is padded: a batch runs in one call, in float32.
 """
@@ -21,14 +26,14 @@ import copy
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from models.registry import ModelSpec
 from service.engines.base import blank_frames, padded_size
+from service.engines.cuda_graphs import InFlight, capture, run_size
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +42,16 @@ log = logging.getLogger(__name__)
 
 HALF_MIN_IOU = 0.99  # every test frame's float16 mask against its float32 mask, at 0.5
 PRECISIONS = ("auto", "float32", "float16")
+FP32_PRECISION = "ieee"  # torch's name for float32 without TF32
+
+
+def use_ieee_float32() -> None:
+    """float32 convolutions and matmuls in IEEE float32, not TF32, process-wide (torch 2.9 and
+    later: `fp32_precision`; mixing it with the legacy `allow_tf32` flags is an error)."""
+    import torch
+
+    torch.backends.cudnn.conv.fp32_precision = FP32_PRECISION
+    torch.backends.cuda.matmul.fp32_precision = FP32_PRECISION
 
 
 def chunks(frames: int, batch_sizes: tuple[int, ...]) -> list[tuple[int, int, int]]:
@@ -58,20 +73,6 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def half_holds(full: np.ndarray, half: np.ndarray, least: float = HALF_MIN_IOU) -> bool:
     """Whether float16 keeps every frame's mask: the worst frame's IoU is at least `least`."""
     return min(mask_iou(f, h) for f, h in zip(full, half, strict=True)) >= least
-
-
-@dataclass
-class _InFlight:
-    """What one batch in flight owns on CUDA: its stream, its graphs with their static device
-    buffers, its pinned host buffers. Nothing here is shared with another batch."""
-
-    stream: Any
-    pool: Any
-    graphs: dict[int, Any] = field(default_factory=dict)
-    device_in: dict[int, Any] = field(default_factory=dict)  # uint8 (n, H, W, 3)
-    device_out: dict[int, Any] = field(default_factory=dict)  # float32 (n, H, W)
-    host_in: dict[int, Any] = field(default_factory=dict)  # pinned
-    host_out: dict[int, Any] = field(default_factory=dict)  # pinned
 
 
 class TorchEngine:
@@ -114,12 +115,14 @@ class TorchEngine:
         if threads is not None and not self._cuda:
             torch.set_num_threads(threads)
         module = build_torch_module(spec, model_path)
+        self.graph_sizes: tuple[int, ...] = ()  # batch sizes that replay a CUDA graph
         if self._cuda:
+            use_ieee_float32()
             module = module.to(self.device).to(memory_format=torch.channels_last)
         self._modules = {"float32": module}
         if self.precision == "float16":
             self._modules["float16"] = copy.deepcopy(module).half()
-        self._in_flight: queue.LifoQueue[_InFlight] = queue.LifoQueue()
+        self._in_flight: queue.LifoQueue[InFlight] = queue.LifoQueue()
         self.batches_at_once = batches_at_once
         self._warmed = False
         self._warm_lock = threading.Lock()
@@ -149,14 +152,15 @@ class TorchEngine:
         slot = self._in_flight.get()
         try:
             outputs = []
-            with torch.cuda.stream(slot.stream):
+            with torch.cuda.stream(slot.stream), torch.inference_mode():
                 for start, real, size in chunks(len(frames), self.batch_sizes):
                     host_in = slot.host_in[size].numpy()
                     host_in[:real] = frames[start : start + real]
                     host_in[real:] = 0  # padding: blank frames, never a stale one
-                    slot.device_in[size].copy_(slot.host_in[size], non_blocking=True)
-                    slot.graphs[size].replay()
-                    slot.host_out[size].copy_(slot.device_out[size], non_blocking=True)
+                    device_in = slot.device_in[size]
+                    device_in.copy_(slot.host_in[size], non_blocking=True)
+                    device_out = run_size(slot, self._module, size, device_in)
+                    slot.host_out[size].copy_(device_out, non_blocking=True)
                     slot.stream.synchronize()
                     outputs.append(slot.host_out[size][:real].numpy().copy())
             return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
@@ -179,8 +183,8 @@ class TorchEngine:
                 for start, real, size in chunks(len(frames), self.batch_sizes):
                     slot.device_in[size][:real].copy_(frames[start : start + real])
                     slot.device_in[size][real:].zero_()
-                    slot.graphs[size].replay()
-                    outputs.append(slot.device_out[size][:real].clone())
+                    device_out = run_size(slot, self._module, size, slot.device_in[size])
+                    outputs.append(device_out[:real].clone())
             caller.wait_stream(slot.stream)
             # The clones are read on the caller's stream: keep their memory until it has.
             for output in outputs:
@@ -200,26 +204,33 @@ class TorchEngine:
             if self._cuda and self.precision == "auto":
                 self.precision = self._measure_precision()
             if self._cuda_graphs:
-                try:
-                    slots = [self._capture() for _ in range(self.batches_at_once)]
-                except RuntimeError as error:  # serve without graphs rather than not at all
-                    log.warning("%s: CUDA graph capture failed (%s)", self.spec.name, error)
-                    self._cuda_graphs = False
-                else:
-                    for slot in slots:
-                        self._in_flight.put(slot)
-            if not self._cuda_graphs:
+                slots = [
+                    capture(
+                        self._module, self._shape, self.batch_sizes, self.device, self.spec.name
+                    )
+                    for _ in range(self.batches_at_once)
+                ]
+                self.graph_sizes = tuple(
+                    size for size in self.batch_sizes if all(size in s.graphs for s in slots)
+                )
+                for slot in slots:
+                    self._in_flight.put(slot)
+            else:
                 for size in self.batch_sizes:
                     self.infer(blank_frames(self.spec, size))
             self._warmed = True
+        eager = [size for size in self.batch_sizes if size not in self.graph_sizes]
         log.info(
-            "warmed up %s on %s (%s, %s%s), batch sizes %s",
+            "warmed up %s on %s (%s, %s%s), batch sizes %s%s",
             self.spec.name,
             self.name,
             self.device,
             self.precision,
-            f", CUDA graphs x{self.batches_at_once}" if self._cuda_graphs else "",
+            f", float32 {FP32_PRECISION}" if self._cuda else "",
             self.batch_sizes,
+            f"; CUDA graphs x{self.batches_at_once} for {self.graph_sizes}, eager for {eager}"
+            if self._cuda_graphs
+            else "",
         )
 
     def _shape(self, size: int) -> tuple[int, int, int, int]:
@@ -252,37 +263,6 @@ class TorchEngine:
             chosen,
         )
         return chosen
-
-    def _capture(self) -> _InFlight:
-        torch = self._torch
-        slot = _InFlight(stream=torch.cuda.Stream(self.device), pool=torch.cuda.graph_pool_handle())
-        module = self._module
-        # Largest first: the smaller graphs reuse the pool's blocks (one batch at a time runs
-        # in a set, so its graphs never run at once).
-        for size in sorted(self.batch_sizes, reverse=True):
-            device_in = torch.zeros(self._shape(size), dtype=torch.uint8, device=self.device)
-            with torch.inference_mode():
-                slot.stream.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(slot.stream):
-                    for _ in range(2):  # cuDNN picks its algorithms outside the capture
-                        module(device_in)
-                torch.cuda.current_stream().wait_stream(slot.stream)
-                graph = torch.cuda.CUDAGraph()
-                # thread_local: other threads' CUDA work (a model already serving) goes on.
-                with torch.cuda.graph(
-                    graph, pool=slot.pool, stream=slot.stream, capture_error_mode="thread_local"
-                ):
-                    device_out = module(device_in)
-            slot.graphs[size], slot.device_in[size], slot.device_out[size] = (
-                graph,
-                device_in,
-                device_out,
-            )
-            slot.host_in[size] = torch.zeros(self._shape(size), dtype=torch.uint8).pin_memory()
-            slot.host_out[size] = torch.zeros(tuple(device_out.shape)).pin_memory()
-            graph.replay()
-        slot.stream.synchronize()
-        return slot
 
 
 def photo_check_frames(spec: ModelSpec, batch: int = 8) -> np.ndarray | None:

@@ -10,7 +10,7 @@ import numpy as np
 
 from service.engines.base import Engine
 from service.frames.codec import DecodedFrame, JpegCodec
-from service.frames.path import Finished, FrameJob
+from service.frames.path import Finished, FrameJob, StageTimes
 from service.frames.refine import composite, guided_upscale
 from service.frames.requests import EncodedImage
 from service.frames.resize import resize
@@ -44,6 +44,12 @@ class CpuFramePath:
             (request.width, request.height) if request.needs_frame else None,
             self._spec.fit,
         )
+
+    def stage_times(
+        self, prepare_s: float, batched: np.ndarray, batch_s: float, finish_s: float
+    ) -> StageTimes:
+        """Decode before the batch, the model in it, the rest (encode included) after it."""
+        return StageTimes(prepare_s, batch_s, finish_s)
 
     def run_batch(self, prepared: Sequence[DecodedFrame]) -> Sequence[np.ndarray]:
         return list(self.engine.infer(np.stack([frame.pixels for frame in prepared])))

@@ -1,14 +1,21 @@
 """The frame path on the GPU: a batch goes to the GPU as JPEG bytes and comes back as answers.
 
 Before the batch, on the event loop: the header is read and the limits checked on the CPU, as
-on the CPU path, so nothing over a limit is queued. In the batch, on an engine thread, on that
-thread's own stream: the JPEGs are decoded together on the GPU (a failed list decode raises for
-all of them, so then each is decoded alone and only the corrupt ones fail, each with its own
-`corrupt_jpeg`), stretched to the model's input, run through the model, smoothed per stream at
-the model's size in batch order, upscaled, and composited and JPEG-encoded on the GPU. Masks
+on the CPU path, so nothing over a limit is queued, and the frame's structure is checked
+(`jpeg_checks`: nvJPEG may decode a truncated frame as a partial image). In the batch, on an
+engine thread, on that thread's own stream: the JPEGs are decoded together on the GPU (a failed
+list decode raises for all of them, so then each is decoded alone and only the corrupt ones
+fail, each with its own `corrupt_jpeg`: `gpu_decode`), stretched to the model's input, run
+through the model, smoothed per stream at the model's size in batch order, upscaled, and
+composited and JPEG-encoded on the GPU. Masks
 come back as bytes at their output size, and are encoded on the codec threads (grayscale JPEG,
 PNG and RAW stay on the CPU). Edge-aware upscaling stays on the CPU too: those frames bring the
 model's input and the frame back with their alpha.
+
+A failure of the device itself (its memory exhausted, or a sticky CUDA error that a device
+synchronise then raises) fails the whole batch as an `EngineFailure`, never as corrupt frames.
+Each batch times its own stages on the device (decode; stretch and model; smoothing, upscale,
+composite and encode), so that the answers' timings and the stage metric bill each stage.
 
 Every device call goes through one `FrameDevice` (`gpu_device.py`): the rest is torch tensor
 ops, the same on the CPU, where the tests run it with `CpuFrameDevice`.
@@ -16,20 +23,22 @@ ops, the same on the CPU, where the tests run it with `CpuFrameDevice`.
 
 from __future__ import annotations
 
-import collections
+import dataclasses
+import functools
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.errors import FrameError, FrameErrorReason
+from service.errors import EngineFailure, FrameError
 from service.frames.codec import JpegCodec
+from service.frames.gpu_decode import DeviceDecoder
 from service.frames.gpu_device import FrameDevice
-from service.frames.gpu_ops import blurred, resized, smoothing_blend, to_uint8
-from service.frames.path import Finished, FrameJob
+from service.frames.gpu_ops import blended, blurred, resized, to_uint8
+from service.frames.jpeg_checks import check_complete
+from service.frames.path import Finished, FrameJob, StageTimes
 from service.frames.refine import Background, guided_upscale
 from service.frames.requests import EncodedImage
 from service.frames.workers import WorkerThreads
@@ -37,11 +46,9 @@ from service.frames.workers import WorkerThreads
 if TYPE_CHECKING:
     import torch
 
-    from service.engines.base import Engine
+    from service.engines.base import DeviceEngine
 
 log = logging.getLogger(__name__)
-
-_BACKGROUNDS_KEPT = 64  # rendered colour or image backgrounds kept on the GPU, by stream
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,15 @@ class GpuPrepared:
 
 
 @dataclass(frozen=True)
+class BatchStages:
+    """Device seconds of one batch's stages, shared by its frames."""
+
+    decode_s: float  # the JPEG decode
+    model_s: float  # the stretch to the model's input and the model
+    encode_s: float  # after the model: smoothing, upscale, composite, JPEG encode, host copies
+
+
+@dataclass(frozen=True)
 class GpuResult:
     """What a batch leaves for one frame to finish on the CPU."""
 
@@ -62,6 +78,7 @@ class GpuResult:
     composited: bytes | None = None  # the composite's JPEG
     # Edge-aware: the alpha and the model's input at the model's size, the frame at output size.
     edge: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    stages: BatchStages | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,11 +90,14 @@ class _Composite:
 
 
 class GpuFramePath:
-    """Prepared: `GpuPrepared`; batched: `GpuResult`. The engine must run on `device.device`
-    and offer `infer_on_device` (the torch engine)."""
+    """Prepared: `GpuPrepared`; batched: `GpuResult`. The engine runs on `device.device`."""
 
     def __init__(
-        self, engine: Engine, codec: JpegCodec, codec_workers: WorkerThreads, device: FrameDevice
+        self,
+        engine: DeviceEngine,
+        codec: JpegCodec,
+        codec_workers: WorkerThreads,
+        device: FrameDevice,
     ) -> None:
         import torch
 
@@ -89,10 +109,7 @@ class GpuFramePath:
         self._torch = torch
         self.max_batch_size = engine.max_batch_size
         self.batches_at_once = engine.batches_at_once
-        self._backgrounds: collections.OrderedDict[tuple[int, tuple[int, ...]], Any] = (
-            collections.OrderedDict()
-        )
-        self._backgrounds_lock = threading.Lock()
+        self._decoder = DeviceDecoder(device)
 
     def warm_up(self) -> None:
         self.engine.warm_up()
@@ -107,31 +124,65 @@ class GpuFramePath:
 
     async def prepare(self, job: FrameJob) -> GpuPrepared:
         width, height = self._codec.read_size(job.jpeg)  # the limits, before anything queues
+        check_complete(job.jpeg)  # what nvJPEG may decode as a partial image
         return GpuPrepared(job, width, height)
+
+    def stage_times(
+        self, prepare_s: float, batched: GpuResult, batch_s: float, finish_s: float
+    ) -> StageTimes:
+        """Decode, inference and encode seconds: the batch's own split of its run."""
+        stages = batched.stages or BatchStages(0.0, 0.0, 0.0)
+        inference_s = max(0.0, batch_s - stages.decode_s - stages.encode_s)
+        return StageTimes(prepare_s + stages.decode_s, inference_s, stages.encode_s + finish_s)
 
     # --- the batch, on an engine thread ----------------------------------------------------
 
     def run_batch(self, prepared: Sequence[GpuPrepared]) -> list[GpuResult | FrameError]:
-        """Each frame's result in order; a frame that fails to decode fails alone."""
+        """Each frame's result in order; a frame that fails to decode fails alone; a failure
+        of the device fails the batch as an EngineFailure."""
         torch = self._torch
-        with self._device.stream(), torch.inference_mode():
-            images = self.decode([frame.job.jpeg for frame in prepared])
-            good = [n for n, image in enumerate(images) if not isinstance(image, FrameError)]
-            results: list[Any] = list(images)
-            if not good:
-                return results
-            height, width = self._spec.input_height, self._spec.input_width
-            inputs = torch.stack([self._stretch(images[n], width, height) for n in good])
-            alphas = self._run_model(inputs)
-            pending = [
-                self._after_model(prepared[n].job, images[n], inputs[i], alphas[i])
-                for i, n in enumerate(good)
-            ]
-            composites = self._encode_composites(pending)
-            self._device.wait()
-            for n, result in zip(good, pending, strict=True):
-                results[n] = composites.get(id(result)) or result()
+        try:
+            with self._device.stream(), torch.inference_mode():
+                return self._run_batch(prepared)
+        except EngineFailure:
+            raise
+        except Exception as error:
+            self._decoder.raise_if_broken(error)
+            raise
+
+    def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
+        """uint8 (3, H, W) on the device for each JPEG, or its FrameError (`gpu_decode`)."""
+        return self._decoder.decode(jpegs)
+
+    def _run_batch(self, prepared: Sequence[GpuPrepared]) -> list[GpuResult | FrameError]:
+        torch, device = self._torch, self._device
+        started = device.mark()
+        images = self._decoder.decode([frame.job.jpeg for frame in prepared])
+        decoded = device.mark()
+        good = [n for n, image in enumerate(images) if not isinstance(image, FrameError)]
+        results: list[Any] = list(images)
+        if not good:
             return results
+        height, width = self._spec.input_height, self._spec.input_width
+        inputs = torch.stack([self._stretch(images[n], width, height) for n in good])
+        alphas = self._run_model(inputs)
+        inferred = device.mark()
+        pending = [
+            self._after_model(prepared[n].job, images[n], inputs[i], alphas[i])
+            for i, n in enumerate(good)
+        ]
+        composites = self._encode_composites(pending)
+        ended = device.mark()
+        device.wait()
+        stages = BatchStages(
+            device.elapsed_s(started, decoded),
+            device.elapsed_s(decoded, inferred),
+            device.elapsed_s(inferred, ended),
+        )
+        for n, result in zip(good, pending, strict=True):
+            finished = composites.get(id(result)) or result()
+            results[n] = dataclasses.replace(finished, stages=stages)
+        return results
 
     def _encode_composites(self, pending: list[Any]) -> dict[int, GpuResult]:
         """The batch's composites JPEG-encoded together, one device call per quality."""
@@ -149,25 +200,6 @@ class GpuFramePath:
     def _run_model(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.engine.infer_on_device(inputs)
 
-    def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
-        """uint8 (3, H, W) on the device for each JPEG, or its FrameError."""
-        try:
-            return list(self._device.decode(jpegs))
-        except self._torch.cuda.OutOfMemoryError:
-            raise  # the device's failure, not the frames': the batch fails as an engine error
-        except Exception as error:  # a list decode fails whole: find the corrupt ones alone
-            if len(jpegs) == 1:
-                return [_corrupt(error)]
-        return [self._decode_one(jpeg) for jpeg in jpegs]
-
-    def _decode_one(self, jpeg: bytes) -> torch.Tensor | FrameError:
-        try:
-            return self._device.decode([jpeg])[0]
-        except self._torch.cuda.OutOfMemoryError:
-            raise
-        except Exception as error:
-            return _corrupt(error)
-
     def _stretch(self, image: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """uint8 (3, H, W) -> uint8 (height, width, 3): the model's input, stretched with an
         antialiased bilinear filter."""
@@ -179,7 +211,7 @@ class GpuFramePath:
         """Starts this frame's work after the model; returns what completes it after `wait`."""
         if job.smoother is not None:
             # A copy: the stream keeps it as its previous alpha, not a view of the whole batch.
-            blend = smoothing_blend(job.smoother.strength)
+            blend = functools.partial(_blend_on_this_stream, job.smoother.blend)
             alpha = job.smoother.step(alpha.clone(), job.sequence, blend, self._device.wait)
         request = job.request
         width, height = request.width or image.shape[2], request.height or image.shape[1]
@@ -194,34 +226,30 @@ class GpuFramePath:
         if tuple(image.shape[1:]) != (height, width):
             frame = to_uint8(resized(image.float(), width, height))
         behind = self._background(request.composite.background, frame)
-        blended = to_uint8(behind + (frame.float() - behind) * full_alpha)
-        return _Composite(blended, request.composite.jpeg_quality)
+        return _Composite(blended(frame, behind, full_alpha), request.composite.jpeg_quality)
 
     def _background(self, background: Background, frame: torch.Tensor) -> torch.Tensor:
-        """float (3, H, W) of what goes behind the person."""
+        """float (3, H, W) of what goes behind the person; a colour or an image is rendered
+        once per size in the Background's own cache."""
         torch = self._torch
-        if background.image is None and background.color is None:
-            return blurred(frame, background.blur_radius)
-        key = (id(background), tuple(frame.shape[1:]))
-        with self._backgrounds_lock:  # engine threads share the cache
-            cached = self._backgrounds.get(key)
-        # The entry holds its Background, so no other one can take its id while it is cached.
-        rendered = cached[1] if cached is not None and cached[0] is background else None
-        if rendered is not None and rendered.is_cuda:  # rendered on another thread's stream
+        if background.blurs:
+            return blurred(frame, background)
+        key = (str(frame.device), *frame.shape[1:])
+        rendered = background.cached(key, lambda: self._render(background, frame))
+        if rendered.is_cuda:  # maybe rendered on another thread's stream: keep it for this one
             rendered.record_stream(torch.cuda.current_stream(rendered.device))
-        if rendered is None:
-            height, width = frame.shape[1:]
-            if background.image is not None:
-                source = torch.from_numpy(np.ascontiguousarray(background.image)).to(frame.device)
-                rendered = resized(source.permute(2, 0, 1).float(), width, height).round()
-            else:
-                color = torch.tensor(background.color, dtype=torch.float32, device=frame.device)
-                rendered = color[:, None, None].expand(3, height, width)
-            self._device.wait()  # written before another thread's stream reads it
-            with self._backgrounds_lock:
-                self._backgrounds[key] = (background, rendered)
-                while len(self._backgrounds) > _BACKGROUNDS_KEPT:
-                    self._backgrounds.popitem(last=False)
+        return rendered
+
+    def _render(self, background: Background, frame: torch.Tensor) -> torch.Tensor:
+        torch = self._torch
+        height, width = frame.shape[1:]
+        if background.image is not None:
+            source = torch.from_numpy(np.ascontiguousarray(background.image)).to(frame.device)
+            rendered = resized(source.permute(2, 0, 1).float(), width, height).round()
+        else:
+            color = torch.tensor(background.color, dtype=torch.float32, device=frame.device)
+            rendered = color[:, None, None].expand(3, height, width)
+        self._device.wait()  # written before another thread's stream reads it
         return rendered
 
     # --- after the batch, on the codec threads -------------------------------------------
@@ -248,6 +276,16 @@ class GpuFramePath:
         return self._codec.encode_mask(alpha, width, height, request.encoding), None
 
 
+def _blend_on_this_stream(blend: Any, previous: torch.Tensor, alpha: torch.Tensor) -> Any:
+    """The smoother's blend in torch; the previous alpha, written on another engine thread's
+    stream, is kept until this stream has read it."""
+    import torch
+
+    if previous.is_cuda:
+        previous.record_stream(torch.cuda.current_stream(previous.device))
+    return blend(previous, alpha, torch.log2)
+
+
 def _hwc(image: torch.Tensor) -> torch.Tensor:
     return image.permute(1, 2, 0).contiguous()
 
@@ -256,7 +294,3 @@ def _output_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     from service.frames.resize import resize
 
     return resize(frame, width, height)
-
-
-def _corrupt(error: Exception) -> FrameError:
-    return FrameError(FrameErrorReason.CORRUPT_JPEG, f"JPEG decoding failed: {error}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from service.errors import FrameError
 from service.frames.codec import EncodedMask
@@ -33,6 +33,14 @@ class FrameJob:
 Finished = tuple[EncodedMask | None, EncodedImage | None]
 
 
+class StageTimes(NamedTuple):
+    """Seconds of one frame in the stages its path ran, by the stage metric's names."""
+
+    decode_s: float
+    inference_s: float
+    encode_s: float
+
+
 class FramePath(Protocol):
     """The per-frame work around one model's batches. `Prepared` and `Batched` are the path's
     own types: what a frame is between `prepare` and the batch, and what the batch gives it."""
@@ -50,6 +58,13 @@ class FramePath(Protocol):
 
     async def finish(self, job: FrameJob, prepared: Any, batched: Any) -> Finished:
         """After the batch: the frame's answer."""
+        ...
+
+    def stage_times(
+        self, prepare_s: float, batched: Any, batch_s: float, finish_s: float
+    ) -> StageTimes:
+        """The frame's stages from the seconds it took in `prepare`, in its batch's
+        `run_batch` and in `finish`: each path bills its own work to its own stages."""
         ...
 
     def warm_up(self) -> None:

@@ -79,11 +79,14 @@ class ModelPipeline:
         finish_started = self.clock()
         mask, composited = await self._path.finish(job, prepared, output.result)
         finished = self.clock()
+        stages = self._path.stage_times(
+            prepared_at - started, output.result, output.inference_s, finished - finish_started
+        )
         timings = FrameTimings(
-            decode_s=prepared_at - started,
+            decode_s=stages.decode_s,
             batch_wait_s=output.batch_wait_s,
-            inference_s=output.inference_s,
-            encode_s=finished - finish_started,
+            inference_s=stages.inference_s,
+            encode_s=stages.encode_s,
             total_s=finished - started,
         )
         return SegmentedFrame(mask, output.batch_size, timings, composited)

@@ -43,10 +43,12 @@ class TemporalSmoother:
         self._lock = threading.Lock()
 
     def __call__(self, alpha: np.ndarray, sequence: int) -> np.ndarray:
-        return self.step(alpha, sequence, self._blend)
+        return self.step(alpha, sequence, self.blend)
 
-    def _blend(self, previous: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-        weight = uncertainty(alpha) * np.float32(self.strength)
+    def blend(self, previous: Any, alpha: Any, log2: Callable[[Any], Any] = np.log2) -> Any:
+        """The previous alpha mixed into the new one, numpy arrays or torch tensors alike
+        (`log2=torch.log2` for tensors): the one home of the formula for both paths."""
+        weight = uncertainty(alpha, log2) * self.strength
         return alpha + (previous - alpha) * weight
 
     def step(
@@ -79,14 +81,15 @@ class TemporalSmoother:
             return smoothed
 
 
-def uncertainty(alpha: np.ndarray) -> np.ndarray:
-    """1 where the model is unsure (alpha 0.5), falling to 0 where it is sure (0 or 1).
+def uncertainty(alpha: Any, log2: Callable[[Any], Any] = np.log2) -> Any:
+    """1 where the model is unsure (alpha 0.5), falling to 0 where it is sure (0 or 1), in
+    alpha's own type and precision (float32 numpy arrays stay float32).
 
     1 - (1 - H(p))^2 with H the binary entropy in bits: squaring keeps sure pixels sharp.
     """
-    p = np.clip(alpha, 1e-6, 1 - 1e-6)
-    entropy = -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-    return (1.0 - (1.0 - entropy) ** 2).astype(np.float32)
+    p = alpha.clip(1e-6, 1 - 1e-6)
+    entropy = -(p * log2(p) + (1 - p) * log2(1 - p))
+    return 1.0 - (1.0 - entropy) ** 2
 
 
 def box_mean(image: np.ndarray, radius: int) -> np.ndarray:
@@ -133,9 +136,15 @@ def guided_upscale(
     return np.clip(result, 0.0, 1.0)
 
 
+# The blur behind the person: a copy this many times smaller each way is blurred and scaled
+# back, the same look at a sixteenth of the cost.
+BLUR_DOWNSCALE = 4
+
+
 @dataclass(frozen=True)
 class Background:
-    """What replaces the background: one of blur (a radius in pixels), a colour, an image."""
+    """What replaces the background: one of blur (a radius in pixels), a colour, an image.
+    The blur's parameters and the rendered cache live here for both frame paths."""
 
     blur_radius: float = 0.0
     color: tuple[int, int, int] | None = None
@@ -143,31 +152,48 @@ class Background:
     # A colour or an image is the same behind every frame of one size, so it is rendered once
     # per size instead of filling a frame's worth of pixels per frame. One slot: a stream's
     # frames keep their size, and a caller changing sizes at will cannot grow it.
-    _rendered: dict[tuple[int, ...], np.ndarray] = field(
+    _rendered: dict[tuple[Any, ...], Any] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def render(self, frame: np.ndarray) -> np.ndarray:
-        if self.image is None and self.color is None:
-            return self._blurred(frame)
-        rendered = self._rendered.get(frame.shape)
-        if rendered is None:  # two codec threads may both render it: the same result
-            height, width = frame.shape[:2]
-            if self.image is not None:
-                rendered = resize(self.image, width, height)
-            else:
-                rendered = cv2.merge([np.full((height, width), c, np.uint8) for c in self.color])
-            rendered = rendered.view()  # read-only without freezing the caller's image
-            rendered.flags.writeable = False
+    @property
+    def blurs(self) -> bool:
+        return self.image is None and self.color is None
+
+    @property
+    def blur_sigma(self) -> float:
+        """The Gaussian's sigma in pixels of the downscaled copy."""
+        return max(self.blur_radius, 1.0) / BLUR_DOWNSCALE
+
+    def cached(self, key: tuple[Any, ...], render: Callable[[], Any]) -> Any:
+        """The colour or image rendered for `key` (a size, and where it lives), rendered by
+        `render` on a miss. Two threads may both render it: the same result."""
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            rendered = render()
             self._rendered.clear()
-            self._rendered[frame.shape] = rendered
+            self._rendered[key] = rendered
+        return rendered
+
+    def render(self, frame: np.ndarray) -> np.ndarray:
+        if self.blurs:
+            return self._blurred(frame)
+        return self.cached(frame.shape, lambda: self._rendered_like(frame))
+
+    def _rendered_like(self, frame: np.ndarray) -> np.ndarray:
+        height, width = frame.shape[:2]
+        if self.image is not None:
+            rendered = resize(self.image, width, height)
+        else:
+            rendered = cv2.merge([np.full((height, width), c, np.uint8) for c in self.color])
+        rendered = rendered.view()  # read-only without freezing the caller's image
+        rendered.flags.writeable = False
         return rendered
 
     def _blurred(self, frame: np.ndarray) -> np.ndarray:
-        # Blur a quarter-size copy and scale it back: the same look at a sixteenth of the cost.
         height, width = frame.shape[:2]
-        small = resize(frame, max(1, width // 4), max(1, height // 4))
-        blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=max(self.blur_radius, 1.0) / 4)
+        small = resize(frame, max(1, width // BLUR_DOWNSCALE), max(1, height // BLUR_DOWNSCALE))
+        blurred = cv2.GaussianBlur(small, (0, 0), sigmaX=self.blur_sigma)
         return resize(blurred, width, height)
 
 

@@ -1,0 +1,73 @@
+"""A batch's JPEGs decoded on the device, telling a bad frame from a broken device.
+
+A list decode fails whole when one frame in it is corrupt, so then each is decoded alone and
+only the corrupt ones fail, each with its own `corrupt_jpeg`. But a decode also fails when the
+device does: nvJPEG's own out-of-memory comes back as a plain RuntimeError, and a sticky CUDA
+error fails every call after it. Those are `EngineFailure`s, for the whole batch: after any
+failure the device is synchronised, and if that raises, the replica is broken, not the frame.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from service.errors import EngineFailure, FrameError, FrameErrorReason
+from service.frames.gpu_device import FrameDevice
+
+if TYPE_CHECKING:
+    import torch
+
+
+class DeviceDecoder:
+    def __init__(self, device: FrameDevice) -> None:
+        import torch
+
+        self._device = device
+        self._torch = torch
+
+    def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
+        """uint8 (3, H, W) on the device for each JPEG, or its FrameError; raises
+        EngineFailure where the device failed."""
+        try:
+            return list(self._device.decode(jpegs))
+        except Exception as error:
+            self._decode_failed(error)
+            if len(jpegs) == 1:
+                return [_corrupt(error)]
+        return [self._decode_one(jpeg) for jpeg in jpegs]
+
+    def _decode_one(self, jpeg: bytes) -> torch.Tensor | FrameError:
+        try:
+            return self._device.decode([jpeg])[0]
+        except Exception as error:
+            self._decode_failed(error)
+            return _corrupt(error)
+
+    def _decode_failed(self, error: Exception) -> None:
+        if isinstance(error, self._torch.cuda.OutOfMemoryError):
+            raise EngineFailure(f"device memory exhausted: {error}") from error
+        self.raise_if_broken(error)  # else the frames were bad
+
+    def raise_if_broken(self, error: BaseException) -> None:
+        """An EngineFailure where the device, not a frame, failed: its memory exhausted, or a
+        sticky CUDA error that a device synchronise raises again (this process cannot use the
+        device any more)."""
+        if out_of_device_memory(error):
+            raise EngineFailure(f"device memory exhausted: {error}") from error
+        try:
+            self._device.check()
+        except Exception as sticky:
+            raise EngineFailure(
+                f"the device failed ({sticky}) after: {error}", recoverable=False
+            ) from error
+
+
+def out_of_device_memory(error: BaseException) -> bool:
+    """CUDA's own out-of-memory, or nvJPEG's allocation failure (a plain RuntimeError with
+    NVJPEG_STATUS_ALLOCATOR_FAILURE)."""
+    text = str(error).lower()
+    return "out of memory" in text or "allocator_failure" in text or "allocator failure" in text
+
+
+def _corrupt(error: Exception) -> FrameError:
+    return FrameError(FrameErrorReason.CORRUPT_JPEG, f"JPEG decoding failed: {error}")
