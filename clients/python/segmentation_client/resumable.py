@@ -23,7 +23,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -50,6 +50,9 @@ class FrameToSend:
     frame_id: int
     jpeg: bytes
     capture_timestamp_us: int = 0
+    # The caller's own object for this frame (a buffer, a future), handed back with its Answer:
+    # an adapter finds what the answer is for without a map of its own.
+    context: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
