@@ -1,8 +1,11 @@
 """The conformance scenarios of docs/client-contract.md, each named once: the servers it runs, what
 the client's driver is asked to send, the fault done meanwhile, and what the contract promises.
 
-A driver is any program that takes a spec (JSON, its one argument) and prints what it saw
-(JSON): python_driver.py for the Python library, node_driver.js for the Node client. The spec:
+A client library's driver is any program that takes a spec (JSON, its one argument) and prints
+what it saw (JSON): python_driver.py for the Python library, node_driver.js for the Node client.
+The GStreamer element and the WebRTC gateway, adapters over the Python library, have drivers
+of their own (adapter_drivers.py) that run the scenarios which apply to them, with checks of
+what an adapter promises (`adapter_check`). The spec:
 `target`, `jpegs` (files, sent in turn), `frames`, `fps`, and optionally `token`, `model`,
 `stream_id`, `corrupt` (frame ids sent as bytes that are no JPEG), `pause_after_frame` and
 `pause_s` (a silence), `reopen_after_silence`, `answer_timeout_s`, `give_up_after_s`. The
@@ -18,8 +21,8 @@ import contextlib
 import json
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.local_server import ServerProcess
@@ -45,14 +48,15 @@ DRIVER_TIMEOUT_S = 90
 class Scenario:
     """`replicas`: the flags of each server of its own; none: the shared server. `holder`: a
     stream holds the first replica's only slot before the driver starts. `fault`: the signal
-    sent to the replica serving the driver's stream once it is open."""
+    sent to the replica serving the driver's stream once it is open. `adapter_check`: what the
+    element and the gateway promise here; None where the scenario is the library's alone."""
 
     spec: dict
     check: Callable[[dict], None]
     replicas: tuple[tuple[str, ...], ...] = ()
     holder: bool = False
     fault: signal.Signals | None = None
-    applies_to: frozenset[str] = field(default=frozenset({"library", "adapter"}))
+    adapter_check: Callable[[dict], None] | None = None
 
 
 def check_answers(result: dict, frames: int) -> None:
@@ -129,44 +133,89 @@ def _corrupt_answered(result: dict) -> None:
     assert all(a[1] != "ERROR" for a in others) and others[-1][1] == "OK"
 
 
+def check_frames_out(result: dict, frames: int) -> None:
+    """An adapter's promise in every scenario: each frame leaves once, in order, until the end
+    (or the adapter's error)."""
+    indices = [index for index, _ in result["frames_out"]]
+    assert indices == list(range(len(indices))), f"frames out of order or missing: {indices}"
+    if result["error"] is None:
+        assert len(indices) == frames, f"{len(indices)} frames out of {frames}"
+
+
+def _segmented(result: dict) -> list[bool]:
+    return [segmented for _, segmented in result["frames_out"]]
+
+
+def _adapter_moved(result: dict) -> None:
+    check_frames_out(result, 150)
+    assert result["error"] is None, result["error"]
+    assert result["reconnects"] >= 1, "the stream never moved"
+    assert all(_segmented(result)[-10:]), "frames were not segmented after the move"
+
+
+def _adapter_gave_up(result: dict) -> None:
+    check_frames_out(result, 150)
+    assert result["gave_up"], result
+    assert not any(_segmented(result)), "a frame segmented with no replica to do it"
+
+
+def _adapter_reopened_after_silence(result: dict) -> None:
+    check_frames_out(result, 20)
+    assert result["error"] is None, result["error"]
+    assert result["reconnects"] >= 1
+    assert _segmented(result)[-1], "frames after the silence were not segmented"
+
+
 _STREAMING = {"frames": 150, "fps": 30}
 _SILENCE = {
     "frames": 20, "fps": 10, "token": TOKEN, "pause_after_frame": 9,
     "pause_s": IDLE_TIMEOUT_S * 2.5,
 }  # fmt: skip
-LIBRARY_ONLY = frozenset({"library"})
-
 SCENARIOS: dict[str, Scenario] = {
-    "drain": Scenario(_STREAMING, _moved, replicas=(BASE_FLAGS, BASE_FLAGS), fault=signal.SIGTERM),
-    "kill": Scenario(_STREAMING, _moved, replicas=(BASE_FLAGS, BASE_FLAGS), fault=signal.SIGKILL),
+    "drain": Scenario(
+        _STREAMING,
+        _moved,
+        replicas=(BASE_FLAGS, BASE_FLAGS),
+        fault=signal.SIGTERM,
+        adapter_check=_adapter_moved,
+    ),
+    "kill": Scenario(
+        _STREAMING,
+        _moved,
+        replicas=(BASE_FLAGS, BASE_FLAGS),
+        fault=signal.SIGKILL,
+        adapter_check=_adapter_moved,
+    ),
     "refusal_elsewhere_room": Scenario(
         {"frames": 60, "fps": 30},
         _served_elsewhere,
         replicas=(FULL_FLAGS, FULL_FLAGS),
         holder=True,
-        applies_to=LIBRARY_ONLY,
     ),
     "full_cluster_gives_up": Scenario(
-        {**_STREAMING, "give_up_after_s": 1.5}, _gave_up, replicas=(FULL_FLAGS,), holder=True
+        {**_STREAMING, "give_up_after_s": 1.5},
+        _gave_up,
+        replicas=(FULL_FLAGS,),
+        holder=True,
+        adapter_check=_adapter_gave_up,
     ),
     "bad_token": Scenario(
         {"frames": 20, "fps": 30, "token": "not-the-token"},
         _refused("UNAUTHENTICATED"),
-        applies_to=LIBRARY_ONLY,
     ),
     "unknown_model": Scenario(
         {"frames": 20, "fps": 30, "token": TOKEN, "model": "no-such-model"},
         _refused("NOT_FOUND"),
-        applies_to=LIBRARY_ONLY,
     ),
-    "silence_ends_stream": Scenario(_SILENCE, _ended_for_silence, applies_to=LIBRARY_ONLY),
+    "silence_ends_stream": Scenario(_SILENCE, _ended_for_silence),
     "silence_reopens": Scenario(
-        {**_SILENCE, "reopen_after_silence": True}, _reopened_after_silence
+        {**_SILENCE, "reopen_after_silence": True},
+        _reopened_after_silence,
+        adapter_check=_adapter_reopened_after_silence,
     ),
     "corrupt_frame": Scenario(
         {"frames": 15, "fps": 10, "token": TOKEN, "corrupt": [CORRUPT_FRAME]},
         _corrupt_answered,
-        applies_to=LIBRARY_ONLY,
     ),
 }
 
@@ -221,21 +270,42 @@ async def holding_stream(target: str) -> AsyncIterator[None]:
             await asyncio.gather(task, return_exceptions=True)
 
 
-def start_driver(driver: Sequence[str], spec: dict, cwd: Path | None) -> subprocess.Popen:
+Driver = Callable[[dict], Awaitable[dict]]  # a spec in, what the client saw out
+
+
+def start_driver(argv: Sequence[str], spec: dict, cwd: Path | None) -> subprocess.Popen:
     return subprocess.Popen(
-        [*driver, json.dumps(spec)], cwd=cwd, text=True,
+        [*argv, json.dumps(spec)], cwd=cwd, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 
 
+def command_driver(argv: Sequence[str], cwd: Path | None = None) -> Driver:
+    """A driver that is a program: the spec its last argument, its output JSON on stdout."""
+
+    async def drive(spec: dict) -> dict:
+        process = start_driver(argv, spec, cwd)
+        try:
+            out, err = await asyncio.to_thread(process.communicate, timeout=DRIVER_TIMEOUT_S)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+        assert process.returncode == 0, err
+        return json.loads(out)
+
+    return drive
+
+
 async def run_scenario(
     scenario: Scenario,
-    driver: Sequence[str],
+    driver: Driver,
     frames_folder: Path,
     shared: ServerProcess | None = None,
-    cwd: Path | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Runs `driver` through the scenario against real servers; returns its output, checked."""
+    """Runs `driver` through the scenario against real servers; returns its output, checked
+    by `check` (the scenario's own check of a client library by default)."""
     servers = start_replicas(scenario.replicas) if scenario.replicas else []
     try:
         targets = [s.target for s in servers] if servers else [shared.target]
@@ -247,21 +317,18 @@ async def run_scenario(
         async with contextlib.AsyncExitStack() as stack:
             if scenario.holder:
                 await stack.enter_async_context(holding_stream(targets[0]))
-            process = start_driver(driver, spec, cwd)
+            driving = asyncio.create_task(driver(spec))
             try:
                 if scenario.fault is not None:
                     await wait_for_streams(servers, 1)
                     await asyncio.sleep(0.5)
                     (await serving_one(servers)).process.send_signal(scenario.fault)
-                out, err = await asyncio.to_thread(process.communicate, timeout=DRIVER_TIMEOUT_S)
+                result = await asyncio.wait_for(driving, DRIVER_TIMEOUT_S + 30)
             finally:
-                if process.poll() is None:
-                    process.kill()
-                    process.communicate()
-        assert process.returncode == 0, err
+                driving.cancel()
+                await asyncio.gather(driving, return_exceptions=True)
     finally:
         for server in servers:
             server.stop(timeout_s=15)
-    result = json.loads(out)
-    scenario.check(result)
+    (check or scenario.check)(result)
     return result

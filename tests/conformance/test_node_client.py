@@ -9,7 +9,7 @@ import pytest
 
 from loadtest.local_server import ServerProcess
 from tests.conformance.node_package import built_node_client
-from tests.conformance.scenarios import SCENARIOS, run_scenario
+from tests.conformance.scenarios import SCENARIOS, command_driver, run_scenario
 
 ROOT = Path(__file__).parents[2]
 DRIVER = ("node", str(ROOT / "tests" / "conformance" / "node_driver.js"))
@@ -22,4 +22,4 @@ def node_client() -> Path:
 
 @pytest.mark.parametrize("name", SCENARIOS)
 async def test_scenario(name: str, shared_server: ServerProcess, frames_folder: Path) -> None:
-    await run_scenario(SCENARIOS[name], DRIVER, frames_folder, shared_server, cwd=ROOT)
+    await run_scenario(SCENARIOS[name], command_driver(DRIVER, ROOT), frames_folder, shared_server)
