@@ -132,7 +132,7 @@ export class SegmentationClient {
   /** Segments one image. The mask is the image's own size unless a size is given. */
   segment(jpeg: Buffer | Uint8Array, options: SegmentOptions = {}): Promise<SegmentResponse__Output> {
     const request = {
-      jpeg: Buffer.from(jpeg),
+      jpeg: Buffer.isBuffer(jpeg) ? jpeg : Buffer.from(jpeg.buffer, jpeg.byteOffset, jpeg.byteLength),
       model: options.model ?? "",
       maskWidth: options.maskWidth ?? 0,
       maskHeight: options.maskHeight ?? 0,

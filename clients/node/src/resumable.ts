@@ -136,6 +136,11 @@ class Mailbox<T> {
   }
 }
 
+/** The frame's bytes as a Buffer without a copy (Buffer.from(buffer) would copy them). */
+function asBuffer(jpeg: Buffer | Uint8Array): Buffer {
+  return Buffer.isBuffer(jpeg) ? jpeg : Buffer.from(jpeg.buffer, jpeg.byteOffset, jpeg.byteLength);
+}
+
 export type OpenCall = () => grpc.ClientDuplexStream<StreamSegmentRequest, Answer>;
 
 /** Use as `for await (const answer of stream)`; `stats` counts reconnects and local drops. */
@@ -273,7 +278,7 @@ export class ResumableStream implements AsyncIterable<Answer> {
       this.unanswered.push({ frame: item, sentAt: Date.now() });
       if (ended) return;
       await write({
-        frame: { frameId: item.frameId, captureTimestampUs: item.captureTimestampUs ?? 0, jpeg: Buffer.from(item.jpeg) },
+        frame: { frameId: item.frameId, captureTimestampUs: item.captureTimestampUs ?? 0, jpeg: asBuffer(item.jpeg) },
       });
     }
   }
