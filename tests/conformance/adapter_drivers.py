@@ -1,21 +1,19 @@
 """The drivers of the adapters over the Python library, each through its own entry point: the
 GStreamer element in a pipeline (loadtest.gst_process runs it in a process of its own), and the
-WebRTC gateway's track session fed camera frames. Each takes a scenario's spec and reports, in
-`frames_out`, every frame that left the adapter ([index, segmented]), its `error`, its
-`reconnects`, and whether it reported a give-up (`gave_up`)."""
+WebRTC gateway's track session fed camera frames (gateway_driver.py, a process of its own too:
+aiortc's native libraries must not share a process with the server's). Each takes a scenario's
+spec and reports, in `frames_out`, every frame that left the adapter ([index, segmented]), its
+`error`, its `reconnects`, and whether it reported a give-up (`gave_up`)."""
 
 from __future__ import annotations
 
-import asyncio
-from fractions import Fraction
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from loadtest.gst_process import run_pipeline
-from segmentation.v1 import segmentation_pb2 as pb
-from segmentation_client import RetryPolicy, SegmentationClient
-from tests.conformance.scenarios import Driver
+from loadtest.gst_process import ROOT, run_pipeline
+from tests.conformance.scenarios import Driver, command_driver
 from tests.photos import astronaut_rgb
 
 WIDTH, HEIGHT = 320, 240
@@ -58,39 +56,4 @@ def element_driver(folder: Path) -> Driver:
     return drive
 
 
-async def gateway_driver(spec: dict) -> dict:
-    import av
-
-    from segmentation_webrtc.tracks import SegmentationSession
-
-    policy = RetryPolicy(
-        answer_timeout_s=spec.get("answer_timeout_s", 2.0),
-        give_up_after_s=spec.get("give_up_after_s", 15.0),
-    )
-    frames = camera_frames(spec["frames"])
-    pause_after, pause_s = spec.get("pause_after_frame", -1), spec.get("pause_s", 0.0)
-    out = []
-    async with SegmentationClient(
-        spec["target"], token=spec.get("token") or None, retry_policy=policy
-    ) as client:
-        session = SegmentationSession(client, pb.Composite(color_rgb=0x00B140), "gateway-call")
-        session.start()
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            for index, rgb in enumerate(frames):  # a camera: one frame per interval
-                at = started + index / spec["fps"] + (pause_s if index > pause_after else 0)
-                await asyncio.sleep(max(0.0, at - loop.time()))
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts, frame.time_base = index, Fraction(1, spec["fps"])
-                processed = await session.process(frame)
-                out.append([index, processed is not frame])
-        finally:
-            await session.stop()
-        reconnects = client.stream_stats.reconnects
-    return {
-        "frames_out": out,
-        "error": None,  # the gateway never fails a track: it sends the camera's frames
-        "reconnects": reconnects,
-        "gave_up": session.streams_ended >= 1,
-    }
+GATEWAY_DRIVER = command_driver((sys.executable, "-m", "tests.conformance.gateway_driver"), ROOT)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.local_server import ServerProcess
-from tests.conformance.adapter_drivers import element_driver, gateway_driver
+from tests.conformance.adapter_drivers import GATEWAY_DRIVER, element_driver
 from tests.conformance.scenarios import SCENARIOS, run_scenario
 
 ADAPTER_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.adapter_check]
@@ -29,5 +29,5 @@ async def test_element(
 async def test_gateway(name: str, shared_server: ServerProcess, frames_folder: Path) -> None:
     scenario = SCENARIOS[name]
     await run_scenario(
-        scenario, gateway_driver, frames_folder, shared_server, scenario.adapter_check
+        scenario, GATEWAY_DRIVER, frames_folder, shared_server, scenario.adapter_check
     )

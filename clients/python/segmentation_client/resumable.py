@@ -164,8 +164,12 @@ class ResumableStream:
         self._pump_ended = False
 
     async def __aiter__(self) -> AsyncIterator[pb.StreamSegmentResponse]:
-        async for answer in self.answers():
-            yield answer.response
+        answers = self.answers()
+        try:
+            async for answer in answers:
+                yield answer.response
+        finally:
+            await answers.aclose()  # leaving the loop early cancels the stream now, not at GC
 
     async def _pump(self) -> None:
         """The only reader of the caller's frames: a call that ends mid-read loses none."""
