@@ -13,8 +13,12 @@ async function main(spec) {
   const corrupt = new Set(spec.corrupt || []);
   const pauseAfter = spec.pause_after_frame ?? -1;
   const pauseMs = (spec.pause_s ?? 0) * 1000;
+  const pem = (name) => (spec[name] ? fs.readFileSync(spec[name]) : undefined);
   const client = new SegmentationClient(spec.target, {
     token: spec.token || undefined,
+    rootCertificates: pem("root_certificates"),
+    clientCertificate: pem("client_certificate"),
+    clientKey: pem("client_key"),
     retryPolicy: {
       answerTimeoutMs: (spec.answer_timeout_s ?? 2) * 1000,
       giveUpAfterMs: (spec.give_up_after_s ?? 15) * 1000,

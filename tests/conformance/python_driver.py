@@ -26,8 +26,10 @@ async def run(spec: dict) -> dict:
         answer_timeout_s=spec.get("answer_timeout_s", 2.0),
         give_up_after_s=spec.get("give_up_after_s", 15.0),
     )
+    pem = {name: Path(spec[name]).read_bytes() if spec.get(name) else None
+           for name in ("root_certificates", "client_certificate", "client_key")}  # fmt: skip
     async with SegmentationClient(
-        spec["target"], token=spec.get("token") or None, retry_policy=policy
+        spec["target"], token=spec.get("token") or None, retry_policy=policy, **pem
     ) as client:
 
         async def camera() -> AsyncIterator[FrameToSend]:

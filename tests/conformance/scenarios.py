@@ -8,7 +8,8 @@ of their own (adapter_drivers.py) that run the scenarios which apply to them, wi
 what an adapter promises (`adapter_check`). The spec:
 `target`, `jpegs` (files, sent in turn), `frames`, `fps`, and optionally `token`, `model`,
 `stream_id`, `corrupt` (frame ids sent as bytes that are no JPEG), `pause_after_frame` and
-`pause_s` (a silence), `reopen_after_silence`, `answer_timeout_s`, `give_up_after_s`. The
+`pause_s` (a silence), `reopen_after_silence`, `answer_timeout_s`, `give_up_after_s`, and the
+PEM files `root_certificates`, `client_certificate` and `client_key` (TLS, mutual TLS). The
 output: `answers` ([frame_id, status name, error_reason, error_code's name, has mask,
 capture_timestamp_us] per answer, in the order received), `error` (null, or the code's name and
 details the stream ended with), `reconnects` and `dropped_locally`.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -232,8 +234,13 @@ def frame_files(folder: Path) -> list[str]:
 
 
 def start_replicas(flags: Sequence[tuple[str, ...]]) -> list[ServerProcess]:
-    """Starts them side by side (the model load overlaps), then waits for each."""
-    servers = [ServerProcess(*replica) for replica in flags]
+    return start_replicas_at([(replica, {}) for replica in flags])
+
+
+def start_replicas_at(replicas: Sequence[tuple[tuple[str, ...], dict]]) -> list[ServerProcess]:
+    """Starts each (flags, where it listens) side by side, so that the model loads overlap,
+    then waits for each."""
+    servers = [ServerProcess(*flags, **where) for flags, where in replicas]
     try:
         for server in servers:
             server.__enter__()
@@ -273,18 +280,23 @@ async def holding_stream(target: str) -> AsyncIterator[None]:
 Driver = Callable[[dict], Awaitable[dict]]  # a spec in, what the client saw out
 
 
-def start_driver(argv: Sequence[str], spec: dict, cwd: Path | None) -> subprocess.Popen:
+def start_driver(
+    argv: Sequence[str], spec: dict, cwd: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
-        [*argv, json.dumps(spec)], cwd=cwd, text=True,
+        [*argv, json.dumps(spec)], cwd=cwd, text=True, env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 
 
-def command_driver(argv: Sequence[str], cwd: Path | None = None) -> Driver:
-    """A driver that is a program: the spec its last argument, its output JSON on stdout."""
+def command_driver(
+    argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Driver:
+    """A driver that is a program: the spec its last argument, its output JSON on stdout;
+    `env`: variables it gets besides this process's."""
 
     async def drive(spec: dict) -> dict:
-        process = start_driver(argv, spec, cwd)
+        process = start_driver(argv, spec, cwd, env)
         try:
             out, err = await asyncio.to_thread(process.communicate, timeout=DRIVER_TIMEOUT_S)
         finally:
