@@ -16,7 +16,7 @@ APT := $(SUDO) apt-get -o DPkg::Lock::Timeout=300
 APT_INSTALL := $(APT) update -qq && \
   DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq --no-install-recommends
 
-.PHONY: setup serve test lint bench bench-element loadtest demo system-packages test-system-packages models stubs clean gpu-carry
+.PHONY: node-client setup serve test lint bench bench-element loadtest demo system-packages test-system-packages models stubs clean gpu-carry
 
 setup: system-packages $(VENV)/.installed stubs models
 
@@ -71,11 +71,24 @@ models: $(VENV)/.installed
 serve: setup
 	$(BIN)/segmentation-server --address $(ADDRESS) --metrics-port $(METRICS_PORT)
 
-lint: $(VENV)/.installed
+# The Node client, from its lock file; its build generates its types from proto/. Its dev tools
+# include buf (npm's @bufbuild/buf), which lints the proto (rules: proto/buf.yaml).
+NODE_CLIENT := clients/node
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package-lock.json
+	@command -v npm >/dev/null || { echo "installing Node.js and npm (the Node client)"; \
+	  $(APT_INSTALL) nodejs npm; }
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund
+	touch $@
+
+node-client: $(NODE_CLIENT)/node_modules/.installed
+	cd $(NODE_CLIENT) && npm run build
+
+lint: $(VENV)/.installed $(NODE_CLIENT)/node_modules/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(NODE_CLIENT)/node_modules/.bin/buf lint proto
 
-test: setup test-system-packages lint
+test: setup test-system-packages node-client lint
 	$(BIN)/pytest -q
 
 bench: setup
@@ -109,3 +122,4 @@ gpu-carry: setup
 
 clean:
 	rm -rf $(VENV) clients/python/segmentation/v1/*_pb2*
+	rm -rf $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist $(NODE_CLIENT)/src/generated

@@ -279,3 +279,132 @@ def test_gst_inspect_lists_the_element_and_its_properties(tmp_path: Path) -> Non
         assert re.search(rf"\n  {name}\s*:", result.stdout), name
     for caps in ("I420", "NV12", "RGBA", "GRAY8"):
         assert caps in result.stdout
+
+
+# The element's parts that need no GStreamer: properties to stream settings, the output policy,
+# and the frames in flight.
+
+
+def element_values(**changes: object) -> dict:
+    """Property values as the element holds them (its defaults), with `changes`."""
+    defaults = {
+        "target": "localhost:50051", "model": "", "token": "", "ca-file": "", "cert-file": "",
+        "key-file": "", "mode": "alpha", "blur-radius": 15.0, "color": GREEN, "image": "",
+        "jpeg-quality": 85, "mask-encoding": "jpeg", "smoothing": 0.0, "edge-aware": False,
+        "answer-timeout": 2.0, "give-up-after": 15.0,
+    }  # fmt: skip
+    return defaults | changes
+
+
+def test_properties_become_the_streams_settings(tmp_path: Path) -> None:
+    from segmentation_gstreamer.settings import stream_settings
+
+    (tmp_path / "ca.pem").write_bytes(b"PEM CA")
+    values = element_values(
+        **{"target": "dns:///segmentation:50051", "token": "t", "ca-file": str(tmp_path / "ca.pem"),
+           "mode": "color", "color": 0x123456, "jpeg-quality": 70, "mask-encoding": "raw",
+           "smoothing": 0.7, "answer-timeout": 0.5, "give-up-after": 3.0}
+    )  # fmt: skip
+    settings = stream_settings(values, "host/1/pipeline/segmentation")
+    assert settings.target == "dns:///segmentation:50051"
+    assert settings.stream_id == "host/1/pipeline/segmentation"
+    assert settings.root_certificates == b"PEM CA" and settings.client_certificate is None
+    assert settings.composite == pb.Composite(color_rgb=0x123456, jpeg_quality=70)
+    assert settings.mask_encoding == pb.MASK_ENCODING_RAW_U8
+    assert (settings.temporal_smoothing, settings.answer_timeout_s, settings.give_up_after_s) == (
+        0.7, 0.5, 3.0,
+    )  # fmt: skip
+    assert stream_settings(element_values(), "s").composite is None  # alpha: a mask, no composite
+    blur = stream_settings(element_values(mode="blur", **{"blur-radius": 9.0}), "s").composite
+    assert blur == pb.Composite(blur_radius=9.0, jpeg_quality=85)
+
+
+def test_a_background_file_that_cannot_be_read_is_an_os_error(tmp_path: Path) -> None:
+    from segmentation_gstreamer.settings import stream_settings
+
+    with pytest.raises(FileNotFoundError, match=r"missing\.jpg"):
+        stream_settings(element_values(mode="image", image=str(tmp_path / "missing.jpg")), "s")
+
+
+def test_a_property_outside_its_choices_is_named_with_the_choices() -> None:
+    from segmentation_gstreamer.settings import choice_error
+
+    assert choice_error("mode", "blur") is None
+    assert choice_error("target", "anything") is None
+    assert choice_error("mode", "sepia") == (
+        "mode must be one of alpha, mask, blur, color, image; was 'sepia'"
+    )
+    assert "jpeg, raw" in choice_error("mask-encoding", "png")
+
+
+def person_mask(height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """A mask of the photo's shape (its brighter half), as the service would send it raw."""
+    gray = np.asarray(Image.fromarray(astronaut_rgb()).convert("L").resize((width, height)))
+    return np.where(gray > 128, 255, 0).astype(np.uint8)
+
+
+def answer(status: int, mask: np.ndarray | None = None) -> pb.StreamSegmentResponse:
+    response = pb.StreamSegmentResponse(status=status)
+    if mask is not None:
+        response.mask.CopyFrom(
+            pb.Mask(width=mask.shape[1], height=mask.shape[0],
+                    encoding=pb.MASK_ENCODING_RAW_U8, data=mask.tobytes())
+        )  # fmt: skip
+    return response
+
+
+GRAY = Layout("GRAY8", WIDTH, HEIGHT, (WIDTH,), (0,), WIDTH * HEIGHT)
+
+
+@pytest.mark.parametrize("unmasked_when_dropped", [False, True])
+def test_a_frame_not_segmented_gets_the_last_good_mask_or_none(unmasked_when_dropped: bool) -> None:
+    from segmentation_gstreamer.output import OutputPolicy
+
+    policy = OutputPolicy("mask", FrameCodec(), unmasked_when_dropped)
+    out = np.empty(GRAY.size, np.uint8)
+    dropped = answer(pb.StreamSegmentResponse.DROPPED)
+    assert not policy.passes_through(dropped)
+    policy.fill(dropped, GRAY, GRAY, None, out)
+    assert (out == 255).all(), "no good mask yet: unmasked"
+    mask = person_mask()
+    ok = answer(pb.StreamSegmentResponse.OK, mask)
+    assert not policy.passes_through(ok)
+    policy.fill(ok, GRAY, GRAY, None, out)
+    assert np.array_equal(out.reshape(HEIGHT, WIDTH), mask)
+    assert not policy.passes_through(dropped)
+    policy.fill(dropped, GRAY, GRAY, None, out)
+    expected = np.full_like(mask, 255) if unmasked_when_dropped else mask
+    assert np.array_equal(out.reshape(HEIGHT, WIDTH), expected)
+    assert policy.frames_dropped == 2
+    # A frame of another size never gets a mask of the old size.
+    small = Layout("GRAY8", 16, 8, (16,), (0,), 128)
+    assert (policy.alpha(None, small.height, small.width) == 255).all()
+
+
+def test_a_composite_not_made_passes_the_input_through_and_is_counted() -> None:
+    from segmentation_gstreamer.output import OutputPolicy
+
+    policy = OutputPolicy("blur", FrameCodec(), False)
+    assert policy.passes_through(answer(pb.StreamSegmentResponse.ERROR))
+    assert not policy.passes_through(answer(pb.StreamSegmentResponse.OK))
+    assert policy.frames_dropped == 1
+
+
+def test_frames_leave_in_arrival_order_with_events_between_and_a_flush_empties() -> None:
+    from segmentation_gstreamer.in_flight import InFlight, PendingFrame
+
+    in_flight = InFlight(max_frames=2)
+    first, second = (PendingFrame(n, buffer=None, layout=GRAY, out_layout=GRAY) for n in (0, 1))
+    assert in_flight.add_frame(first)
+    in_flight.add_event("caps")
+    assert in_flight.add_frame(second)
+    in_flight.answer(second, answer(pb.StreamSegmentResponse.OK))  # answered first, leaves second
+    in_flight.answer(first, answer(pb.StreamSegmentResponse.DROPPED))
+    assert [in_flight.take(), in_flight.take(), in_flight.take()] == [first, "caps", second]
+    in_flight.add_frame(PendingFrame(2, None, GRAY, GRAY))
+    in_flight.set_flushing(True)
+    assert in_flight.take() is None
+    assert not in_flight.add_frame(PendingFrame(3, None, GRAY, GRAY)), "not taken while flushing"
+    in_flight.set_flushing(False)
+    in_flight.fail(RuntimeError("refused"))
+    assert in_flight.take() is None and not in_flight.add_frame(PendingFrame(4, None, GRAY, GRAY))

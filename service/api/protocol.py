@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from segmentation.v1 import segmentation_pb2 as pb
 from service.engines.base import Engine
-from service.errors import FrameError, InvalidConfigError, StreamProtocolError
+from service.errors import FrameError, FrameErrorReason, InvalidConfigError, StreamProtocolError
 from service.frames.codec import EncodedMask, JpegCodec, MaskEncoding
 from service.frames.refine import Background
 from service.frames.requests import CompositeRequest, FrameTimings, OutputRequest, SegmentedFrame
@@ -35,6 +35,12 @@ _OUTCOME_STATUS = {
     FrameOutcome.OK: pb.StreamSegmentResponse.OK,
     FrameOutcome.DROPPED: pb.StreamSegmentResponse.DROPPED,
     FrameOutcome.ERROR: pb.StreamSegmentResponse.ERROR,
+}
+
+# Each reason's enum value beside its string, looked up once per answer with an error.
+WIRE_ERROR_CODES = {
+    reason: pb.FrameErrorReason.Value(f"FRAME_ERROR_REASON_{reason.name}")
+    for reason in FrameErrorReason
 }
 
 
@@ -132,6 +138,7 @@ def stream_response(stream_id: str, answer: FrameAnswer) -> pb.StreamSegmentResp
         _fill_timings(response.timings, answer.segmented.timings, answer.admission_wait_s)
     if answer.error is not None:
         response.error_reason = answer.error.reason
+        response.error_code = WIRE_ERROR_CODES[answer.error.reason]
         response.error_message = answer.error.message
     return response
 

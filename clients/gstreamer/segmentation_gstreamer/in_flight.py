@@ -1,9 +1,11 @@
 """The frames and events between the element's two threads, in arrival order.
 
 The streaming thread adds frames (waiting only while `max_frames` are in flight) and the events
-between them; the answers thread fills in each frame's answer; the output thread takes the
-oldest item once it is ready: an event at once, a frame once answered. So buffers leave in
-order, whatever order work finishes in, and an event never overtakes the frames before it."""
+between them; the stream's thread fills in each frame's answer (the frame is the context it was
+sent with, so no map of frames is kept here: the client library keeps the one of unanswered
+frames); the output thread takes the oldest item once it is ready: an event at once, a frame
+once answered. So buffers leave in order, whatever order work finishes in, and an event never
+overtakes the frames before it."""
 
 from __future__ import annotations
 
@@ -31,19 +33,19 @@ class InFlight:
         self._max_frames = max_frames
         self._changed = threading.Condition()
         self._items: deque[PendingFrame | object] = deque()
-        self._by_id: dict[int, PendingFrame] = {}
+        self._frames = 0  # frames among the items
         self._flushing = False
         self.failure: Exception | None = None  # the stream failed: nothing more leaves
 
     def add_frame(self, frame: PendingFrame) -> bool:
         """Waits for room; False when flushing or failed (the frame was not taken)."""
         with self._changed:
-            while len(self._by_id) >= self._max_frames and self._open():
+            while self._frames >= self._max_frames and self._open():
                 self._changed.wait()
             if not self._open():
                 return False
             self._items.append(frame)
-            self._by_id[frame.frame_id] = frame
+            self._frames += 1
             return True
 
     def add_event(self, event: object) -> None:
@@ -51,13 +53,12 @@ class InFlight:
             self._items.append(event)
             self._changed.notify_all()
 
-    def answer(self, response: pb.StreamSegmentResponse) -> None:
-        """Answers of frames discarded by a flush find nothing and are ignored."""
+    def answer(self, frame: object, response: pb.StreamSegmentResponse) -> None:
+        """Answers of frames discarded by a flush fill in a frame no one takes any more."""
+        assert isinstance(frame, PendingFrame)
         with self._changed:
-            frame = self._by_id.get(response.frame_id)
-            if frame is not None:
-                frame.answer = response
-                self._changed.notify_all()
+            frame.answer = response
+            self._changed.notify_all()
 
     def take(self) -> PendingFrame | object | None:
         """The oldest item once ready; None when flushing or failed."""
@@ -68,7 +69,7 @@ class InFlight:
                 return None
             item = self._items.popleft()
             if isinstance(item, PendingFrame):
-                del self._by_id[item.frame_id]
+                self._frames -= 1
                 self._changed.notify_all()  # room for the streaming thread
             return item
 
@@ -77,7 +78,7 @@ class InFlight:
         with self._changed:
             self._flushing = flushing
             self._items.clear()
-            self._by_id.clear()
+            self._frames = 0
             self._changed.notify_all()
 
     def fail(self, failure: Exception) -> None:

@@ -1,9 +1,12 @@
 """One StreamSegment stream per element, on a thread of its own with its own event loop.
 
-The streaming thread hands frames in (`send`, which never waits) and the answers come back
-through `on_answer`, one per frame; the client library's resumable stream moves the stream to
-another replica when its own drains or dies. A refusal that retrying cannot fix (bad token,
-unknown model, no replica for `give_up_after_s`) ends the session through `on_failure`."""
+A thin adapter over the client library's `ResumableStream`, which keeps the client contract
+(docs/client-contract.md): the streaming thread hands frames in (`send`, which never waits)
+and each frame's answer comes back through `on_answer` with the frame's context, one per frame,
+in order. The library moves the stream to another replica when its own drains or dies, and
+reopens it when the server ended it for silence (a paused pipeline sends nothing). A refusal
+that retrying cannot fix (bad token, unknown model, no replica for `give_up_after_s`) ends the
+session through `on_failure`."""
 
 from __future__ import annotations
 
@@ -14,11 +17,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-import grpc
-
 from segmentation.v1 import segmentation_pb2 as pb
-from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient, SegmentationError
-from segmentation_client.resumable import RECONNECTING
+from segmentation_client import FrameToSend, RetryPolicy, SegmentationClient
 
 PR_SET_NAME = 15  # prctl(2)
 
@@ -44,13 +44,13 @@ class StreamSession:
     def __init__(
         self,
         settings: StreamSettings,
-        on_answer: Callable[[pb.StreamSegmentResponse], None],
+        on_answer: Callable[[object, pb.StreamSegmentResponse], None],
         on_failure: Callable[[Exception], None],
     ) -> None:
+        """`on_answer(context, response)`: the context the frame was sent with."""
         self._settings = settings
         self._on_answer = on_answer
         self._on_failure = on_failure
-        self._unanswered: dict[int, FrameToSend] = {}  # handed to the stream; the loop's own
         self._loop = asyncio.new_event_loop()
         self._frames: asyncio.Queue[FrameToSend | None] = asyncio.Queue()
         self._thread = threading.Thread(target=self._run, name="segmentation-stream", daemon=True)
@@ -85,7 +85,7 @@ class StreamSession:
             self._loop.run_until_complete(self._main)
         except asyncio.CancelledError:
             pass  # stopped
-        except Exception as error:  # whatever it is, the pipeline must hear of it
+        except Exception as error:  # a refusal, or whatever it is: the pipeline must hear of it
             self._on_failure(error)
         finally:
             self._loop.close()
@@ -102,43 +102,19 @@ class StreamSession:
             retry_policy=policy,
         )
         async with client:
-            while True:
-                stream = client.stream(
-                    self._next_frames(), stream_id=s.stream_id, model=s.model,
-                    mask_encoding=s.mask_encoding, temporal_smoothing=s.temporal_smoothing,
-                    edge_aware_upscale=s.edge_aware_upscale, composite=s.composite,
-                )  # fmt: skip
-                try:
-                    async for response in stream:
-                        self._unanswered.pop(response.frame_id, None)
-                        self._on_answer(response)
-                    return
-                except SegmentationError as error:
-                    if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
-                        self._on_failure(error)
-                        return
-                # The server ended the stream for silence (a paused pipeline sends nothing):
-                # no fault. Frames it never answered are answered here, as the client does
-                # while it reconnects, and the stream reopens.
-                for frame in self._unanswered.values():
-                    self._on_answer(_dropped(frame, s.stream_id))
-                self._unanswered.clear()
+            stream = client.stream(
+                self._next_frames(), stream_id=s.stream_id, model=s.model,
+                mask_encoding=s.mask_encoding, temporal_smoothing=s.temporal_smoothing,
+                edge_aware_upscale=s.edge_aware_upscale, composite=s.composite,
+                reopen_after_silence=True,
+            )  # fmt: skip
+            async for answer in stream.answers():
+                if answer.frame is not None:
+                    self._on_answer(answer.frame.context, answer.response)
 
     async def _next_frames(self) -> AsyncIterator[FrameToSend]:
         while (frame := await self._frames.get()) is not None:
-            self._unanswered[frame.frame_id] = frame
             yield frame
-
-
-def _dropped(frame: FrameToSend, stream_id: str) -> pb.StreamSegmentResponse:
-    return pb.StreamSegmentResponse(
-        stream_id=stream_id,
-        frame_id=frame.frame_id,
-        capture_timestamp_us=frame.capture_timestamp_us,
-        status=pb.StreamSegmentResponse.DROPPED,
-        error_reason=RECONNECTING,
-        error_message="the server ended the silent stream; it is being reopened",
-    )
 
 
 def _name_os_thread(name: str) -> None:

@@ -8,9 +8,11 @@ from segmentation_client.client import (
     StreamStats,
     mask_to_array,
 )
-from segmentation_client.resumable import ResumableStream
+from segmentation_client.resumable import RECONNECTING, Answer, ResumableStream
 
 __all__ = [
+    "RECONNECTING",
+    "Answer",
     "FrameToSend",
     "ResumableStream",
     "RetryPolicy",

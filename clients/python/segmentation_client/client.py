@@ -19,6 +19,8 @@ from segmentation_client.resumable import (
     RetryPolicy,
     SegmentationError,
     StreamStats,
+    should_retry,
+    should_retry_or_silence,
 )
 
 __all__ = [
@@ -208,6 +210,7 @@ class SegmentationClient:
         temporal_smoothing: float = 0.0,
         edge_aware_upscale: bool = False,
         composite: pb.Composite | None = None,
+        reopen_after_silence: bool = False,
     ) -> ResumableStream:
         """Sends `frames` as one video stream; iterate the result for one response per frame,
         in order (`async for response in client.stream(frames):`).
@@ -220,7 +223,9 @@ class SegmentationClient:
         and id; frames lost meanwhile are answered DROPPED with `error_reason` "reconnecting"
         (see `ResumableStream`; its `stats` and this client's `stream_stats` count them). A
         refused stream, or one no replica answered for `retry_policy.give_up_after_s`, raises
-        SegmentationError. Leaving the loop early cancels the stream.
+        SegmentationError. `reopen_after_silence`: a stream the server ended for silence
+        (DEADLINE_EXCEEDED: the caller sent nothing for its idle timeout) reopens when the next
+        frame comes, instead of raising. Leaving the loop early cancels the stream.
         """
         config = pb.StreamConfig(
             stream_id=stream_id,
@@ -238,4 +243,5 @@ class SegmentationClient:
             frames,
             self.retry_policy,
             totals=self.stream_stats,
+            should_reopen=should_retry_or_silence if reopen_after_silence else should_retry,
         )

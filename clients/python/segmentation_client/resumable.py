@@ -1,11 +1,14 @@
 """One video stream that outlives its replica: reopened on drain or death, one answer per frame.
 
+This module keeps the client contract (docs/client-contract.md, in the same words).
 `ResumableStream` wraps the StreamSegment call the way google-api-core's `ResumableBidiRpc`
-does: when the call ends with an error that means "try elsewhere" (`should_retry`), or when
-frames were sent and no answer came for `answer_timeout_s` (a replica that died without closing
-the connection), it reopens the call with the same config and stream id, after a backoff
-(`RetryPolicy.backoff_s`, the one place that decides it). The channel's load balancing picks
-the replica: another one behind a `dns:///` name, or the same one once it is back.
+does: when the call ends with an error its reopen predicate accepts (`should_retry`: UNAVAILABLE,
+RESOURCE_EXHAUSTED), or when frames were sent and no answer came for `answer_timeout_s` (a
+replica that died without closing the connection), it reopens the call with the same config and
+stream id, after a backoff (`RetryPolicy.backoff_s`, the one place that decides it). The
+channel's load balancing picks the replica: another one behind a `dns:///` name, or the same one
+once it is back. With `reopen_after_silence` (`should_retry_or_silence`), a stream the server
+ended DEADLINE_EXCEEDED for silence reopens when the next frame comes, with no backoff.
 
 The caller still gets exactly one answer per frame, in frame order: every frame sent to the
 lost call and never answered, and every frame that arrives while no call is open, is answered
@@ -20,7 +23,7 @@ import random
 import time
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -47,6 +50,9 @@ class FrameToSend:
     frame_id: int
     jpeg: bytes
     capture_timestamp_us: int = 0
+    # The caller's own object for this frame (a buffer, a future), handed back with its Answer:
+    # an adapter finds what the answer is for without a map of its own.
+    context: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,22 @@ def is_ended_while_writing(error: grpc.aio.AioRpcError) -> bool:
 
 
 def should_retry(error: grpc.aio.AioRpcError) -> bool:
+    """The default reopen predicate: another replica, or this one later, may serve."""
     return error.code() in RETRYABLE_CODES or is_ended_while_writing(error)
+
+
+def is_silence(error: grpc.aio.AioRpcError) -> bool:
+    """The server ended the stream because the caller sent nothing for its idle timeout."""
+    return error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def should_retry_or_silence(error: grpc.aio.AioRpcError) -> bool:
+    """The reopen predicate of `reopen_after_silence`: a paused video is segmented again when
+    its frames come back."""
+    return should_retry(error) or is_silence(error)
+
+
+ReopenPredicate = Callable[[grpc.aio.AioRpcError], bool]
 
 
 @dataclass
@@ -96,6 +117,15 @@ class StreamStats:
     frames_dropped_locally: int = 0  # frames answered DROPPED "reconnecting" by the client
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One frame's answer with the frame it answers (None only for an answer to a frame this
+    stream never sent, which a server keeping its word never gives)."""
+
+    frame: FrameToSend | None
+    response: pb.StreamSegmentResponse
+
+
 class _AnswerTimeout(Exception):
     pass
 
@@ -104,7 +134,10 @@ _END = object()  # the caller's frames ended
 
 
 class ResumableStream:
-    """Use as `async for response in stream:`; `stats` counts reconnects and local drops."""
+    """Use as `async for response in stream:`, or `async for answer in stream.answers():` for
+    each response with its frame; `stats` counts reconnects and local drops.
+
+    `should_reopen`: which ends of a call reopen it (`should_retry` by default)."""
 
     def __init__(
         self,
@@ -113,8 +146,10 @@ class ResumableStream:
         frames: AsyncIterable[FrameToSend],
         policy: RetryPolicy,
         totals: StreamStats | None = None,
+        should_reopen: ReopenPredicate = should_retry,
     ) -> None:
         self._open_call = open_call
+        self._should_reopen = should_reopen
         self._config = pb.StreamConfig()
         self._config.CopyFrom(config)
         self._frames = frames
@@ -125,19 +160,30 @@ class ResumableStream:
         self._unanswered: deque[tuple[FrameToSend, float]] = deque()  # sent on this call; sent at
         self._frames_ended = False
         self._last_answer_at = 0.0
+        self._frame_came = asyncio.Event()  # set by each frame (or the end) the caller hands in
+        self._pump_ended = False
 
-    def __aiter__(self) -> AsyncIterator[pb.StreamSegmentResponse]:
-        return self._responses()
+    async def __aiter__(self) -> AsyncIterator[pb.StreamSegmentResponse]:
+        answers = self.answers()
+        try:
+            async for answer in answers:
+                yield answer.response
+        finally:
+            await answers.aclose()  # leaving the loop early cancels the stream now, not at GC
 
     async def _pump(self) -> None:
         """The only reader of the caller's frames: a call that ends mid-read loses none."""
         try:
             async for frame in self._frames:
                 self._incoming.put_nowait(frame)
+                self._frame_came.set()
         finally:
             self._incoming.put_nowait(_END)
+            self._pump_ended = True
+            self._frame_came.set()
 
-    async def _responses(self) -> AsyncIterator[pb.StreamSegmentResponse]:
+    async def answers(self) -> AsyncIterator[Answer]:
+        """One Answer per frame, in frame order: the response with the frame it answers."""
         pump = asyncio.create_task(self._pump())
         attempt = 0
         lost_since: float | None = None  # no answer from any replica since then
@@ -146,18 +192,20 @@ class ResumableStream:
             while True:
                 call = self._open_call()
                 sender = asyncio.create_task(self._send(call))
+                silent = False
                 try:
-                    async for response in self._answers(call):
+                    async for answer in self._answers(call):
                         lost_since, attempt = None, 0
-                        yield response
+                        yield answer
                     # Ended OK: the caller's frames ended and every one was answered.
                     for frame, _ in self._unanswered:  # none, unless the server broke its word
                         yield self._drop_locally(frame)
                     self._unanswered.clear()
                     return
                 except grpc.aio.AioRpcError as error:
-                    if not should_retry(error):
+                    if not self._should_reopen(error):
                         raise SegmentationError(error.code(), error.details() or "") from None
+                    silent = is_silence(error)
                     if cause is None or not is_ended_while_writing(error):
                         cause = f"{error.code().name}: {error.details()}"
                 except _AnswerTimeout:
@@ -171,6 +219,12 @@ class ResumableStream:
                     yield self._drop_locally(self._unanswered.popleft()[0])
                 if self._frames_ended and self._incoming.empty():
                     return
+                if silent:
+                    # The caller's silence, not a lost replica: reopen when a frame comes.
+                    if not await self._next_frame_came():
+                        return
+                    self._count("reconnects")
+                    continue
                 now = time.monotonic()
                 lost_since = lost_since if lost_since is not None else now
                 if now - lost_since >= self._policy.give_up_after_s:
@@ -191,6 +245,16 @@ class ResumableStream:
             await asyncio.gather(pump, return_exceptions=True)
             if failed:
                 raise failed  # the caller's own frames raised: theirs to see
+
+    async def _next_frame_came(self) -> bool:
+        """Waits for the caller's next frame; False when its frames ended instead."""
+        if self._incoming.empty():
+            self._frame_came.clear()
+            await self._frame_came.wait()
+        if self._pump_ended and self._incoming.qsize() == 1:  # what is left is the end
+            self._frames_ended = True
+            return False
+        return True
 
     async def _send(self, call: grpc.aio.StreamStreamCall) -> None:
         """Writes the config, then each frame as it comes; a frame is unanswered from the
@@ -218,9 +282,7 @@ class ResumableStream:
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
             pass  # the call ended; its reader reports how
 
-    async def _answers(
-        self, call: grpc.aio.StreamStreamCall
-    ) -> AsyncIterator[pb.StreamSegmentResponse]:
+    async def _answers(self, call: grpc.aio.StreamStreamCall) -> AsyncIterator[Answer]:
         """The call's answers, matched to the frames sent; raises _AnswerTimeout when frames
         wait for an answer longer than the policy allows."""
         timeout_s = self._policy.answer_timeout_s
@@ -249,9 +311,8 @@ class ResumableStream:
                 # not read by it (it cannot happen on one call, but keeps the count exact).
                 while self._unanswered and self._unanswered[0][0].frame_id != response.frame_id:
                     yield self._drop_locally(self._unanswered.popleft()[0])
-                if self._unanswered:
-                    self._unanswered.popleft()
-                yield response
+                frame = self._unanswered.popleft()[0] if self._unanswered else None
+                yield Answer(frame, response)
         finally:
             if read is not None and not read.done():
                 read.cancel()
@@ -276,16 +337,18 @@ class ResumableStream:
             assert isinstance(frame, FrameToSend)
             yield frame
 
-    def _drop_locally(self, frame: FrameToSend) -> pb.StreamSegmentResponse:
+    def _drop_locally(self, frame: FrameToSend) -> Answer:
         self._count("frames_dropped_locally")
-        return pb.StreamSegmentResponse(
+        response = pb.StreamSegmentResponse(
             stream_id=self._config.stream_id,
             frame_id=frame.frame_id,
             capture_timestamp_us=frame.capture_timestamp_us,
             status=pb.StreamSegmentResponse.DROPPED,
             error_reason=RECONNECTING,
+            error_code=pb.FRAME_ERROR_REASON_RECONNECTING,
             error_message="the stream's replica was lost; the client is reopening the stream",
         )
+        return Answer(frame, response)
 
     def _count(self, name: str) -> None:
         for stats in (self.stats, self._totals):

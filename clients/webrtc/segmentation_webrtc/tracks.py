@@ -16,11 +16,12 @@ from aiortc import MediaStreamTrack
 from PIL import Image
 
 from segmentation.v1 import segmentation_pb2 as pb
-from segmentation_client import FrameToSend, SegmentationClient
+from segmentation_client import FrameToSend, SegmentationClient, SegmentationError
 
 log = logging.getLogger(__name__)
 
 ANSWER_TIMEOUT_S = 2.0  # past this a frame goes out unprocessed rather than freezing the video
+RESTART_AFTER_S = 1.0  # after a stream ended for good, the track goes out unprocessed this long
 
 
 def _to_jpeg(rgb: np.ndarray) -> bytes:
@@ -30,17 +31,24 @@ def _to_jpeg(rgb: np.ndarray) -> bytes:
 
 
 class SegmentationSession:
-    """One video track's gRPC stream: frames in, composited frames out, matched by id."""
+    """One video track's gRPC stream: frames in, composited frames out.
+
+    A thin adapter over the client library's stream, which keeps the client contract
+    (docs/client-contract.md): each frame is sent with the future its answer fills (its
+    context), so no map of pending frames is kept here; the stream moves across replicas and
+    reopens after a silence (a paused or muted track) by itself. Only when the library gives up
+    (no replica for `give_up_after_s`) or is refused does the track go out unprocessed, and a
+    new stream opens after `RESTART_AFTER_S`."""
 
     def __init__(self, client: SegmentationClient, composite: pb.Composite, stream_id: str) -> None:
         self._client = client
         self._composite = composite
         self._stream_id = stream_id
         self._outgoing: asyncio.Queue[FrameToSend | None] = asyncio.Queue()
-        self._pending: dict[int, asyncio.Future[pb.StreamSegmentResponse]] = {}
         self._next_id = 0
         self._task: asyncio.Task[None] | None = None
-        self._ended = False  # the gRPC stream is gone: frames pass through unprocessed
+        self._down = False  # no stream now: frames pass through unprocessed
+        self.streams_ended = 0  # streams the library gave up on, or that were refused
         self.on_latency: Callable[[dict], None] | None = None
 
     def start(self) -> None:
@@ -57,41 +65,38 @@ class SegmentationSession:
             yield frame
 
     async def _run(self) -> None:
-        try:
-            async for response in self._client.stream(
+        while True:
+            stream = self._client.stream(
                 self._frames(), stream_id=self._stream_id, composite=self._composite,
-                temporal_smoothing=0.7,
-            ):  # fmt: skip
-                waiter = self._pending.pop(response.frame_id, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(response)
-        except Exception:
-            log.exception("the segmentation stream %s ended", self._stream_id)
-        finally:
-            self._ended = True
-            for waiter in self._pending.values():
-                if not waiter.done():
-                    waiter.cancel()
-            self._pending.clear()
+                temporal_smoothing=0.7, reopen_after_silence=True,
+            )  # fmt: skip
+            try:
+                async for answer in stream.answers():
+                    waiter = answer.frame.context if answer.frame is not None else None
+                    if isinstance(waiter, asyncio.Future) and not waiter.done():
+                        waiter.set_result(answer.response)
+                return  # the track ended
+            except SegmentationError as error:
+                log.warning("the segmentation stream %s ended: %s", self._stream_id, error)
+            self.streams_ended += 1
+            self._down = True
+            await asyncio.sleep(RESTART_AFTER_S)
+            self._down = False
 
     async def process(self, frame: av.VideoFrame) -> av.VideoFrame:
-        if self._ended:
+        if self._down:
             return frame
         started = time.monotonic()
         rgb = frame.to_ndarray(format="rgb24")
         frame_id = self._next_id
         self._next_id += 1
-        answer = asyncio.get_running_loop().create_future()
-        self._pending[frame_id] = answer
+        answer: asyncio.Future[pb.StreamSegmentResponse] = asyncio.Future()
         jpeg = await asyncio.to_thread(_to_jpeg, rgb)
-        await self._outgoing.put(FrameToSend(frame_id, jpeg, time.time_ns() // 1000))
+        await self._outgoing.put(FrameToSend(frame_id, jpeg, time.time_ns() // 1000, answer))
         try:
+            # A stream that gives up leaves its last frames unanswered: they go out unprocessed.
             response = await asyncio.wait_for(answer, ANSWER_TIMEOUT_S)
-        except (TimeoutError, asyncio.CancelledError):
-            if not answer.cancelled():
-                self._pending.pop(frame_id, None)
-            elif asyncio.current_task().cancelling():
-                raise  # the track itself is being stopped
+        except TimeoutError:
             return frame
         if response.status != pb.StreamSegmentResponse.OK:
             return frame  # dropped or refused: the camera frame, rather than a gap
