@@ -105,6 +105,28 @@ def measure_load(
     )
 
 
+# The serving overhead: what the server spends on a frame beyond the codec and the model. The
+# model-free engine runs no model, 160x120 frames make the JPEG decode and the mask scaling
+# small, and RAW masks need no encoder: what is left is gRPC, the event loop and the hand-offs
+# between threads, which a GPU host pays on the CPU whatever its GPU does.
+OVERHEAD_STREAMS = 20
+OVERHEAD_FLAGS = ("--engine", "model-free")
+OVERHEAD_RESOLUTION = "160x120"
+OVERHEAD_MASK_ENCODING = "raw"
+
+
+def serving_overhead(seconds: float = 10.0, checkout: Path | None = None) -> LoadFigures:
+    """20 calls of 160x120 frames at 30 FPS, RAW masks, the model-free engine."""
+    return measure_load(
+        OVERHEAD_STREAMS,
+        list(OVERHEAD_FLAGS),
+        seconds,
+        OVERHEAD_RESOLUTION,
+        OVERHEAD_MASK_ENCODING,
+        checkout=checkout,
+    )
+
+
 def holds(figures: LoadFigures, p99_ms: float = 100.0, max_drop: float = 0.01) -> bool:
     """The capacity objective: p99 within `p99_ms`, at most `max_drop` dropped, no errors."""
     return figures.p99_ms <= p99_ms and figures.drop_ratio <= max_drop and not figures.error_ratio

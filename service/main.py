@@ -8,7 +8,7 @@ import importlib.util
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from service.config import ServiceConfig
@@ -72,6 +72,17 @@ def _prepare_models(config: ServiceConfig) -> None:
         print(f"{name}: {savedmodel} (TensorFlow SavedModel)")
 
 
+def _event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency on Linux), else asyncio's own.
+    grpc.aio runs on it unchanged, and each frame's wake-ups (a codec thread's result, a batch
+    done, gRPC's completions) cost the loop less CPU than on asyncio's selector loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     config = ServiceConfig.from_args(argv)
     logging.basicConfig(
@@ -81,8 +92,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if config.fetch_models_only:
         _prepare_models(config)
         return
-    if not asyncio.run(_serve(config)):
-        sys.exit(1)  # an engine failed beyond recovery (logged): the orchestrator restarts us
+    with asyncio.Runner(loop_factory=_event_loop_factory()) as runner:
+        if not runner.run(_serve(config)):
+            sys.exit(1)  # an engine failed beyond recovery (logged): the orchestrator restarts us
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ for `stream_idle_timeout_s` is cut off."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from segmentation.v1 import segmentation_pb2 as pb
@@ -17,7 +18,9 @@ from service.errors import StreamIdleError, StreamProtocolError, internal_error
 from service.metrics import ModelMetrics
 from service.streams.video_stream import VideoStream
 
-Requests = AsyncIterator[pb.StreamSegmentRequest]
+# The call's own `read()` (grpc.aio's ServicerContext.read): the next message, or grpc.aio.EOF.
+# Read directly, not through the request iterator, which wraps each read in an async generator.
+Requests = Callable[[], Awaitable[object]]
 
 
 def _idle_error(idle_s: float, answers_unread: int | None = None) -> StreamIdleError:
@@ -31,13 +34,12 @@ def _idle_error(idle_s: float, answers_unread: int | None = None) -> StreamIdleE
 async def _read(requests: Requests) -> pb.StreamSegmentRequest | None:
     """The next message, None at the end."""
     try:
-        return await anext(requests)
-    except StopAsyncIteration:
-        return None
+        message = await requests()
     except DecodeError as error:
         raise StreamProtocolError(
             f"a request could not be parsed as a StreamSegmentRequest: {error}"
         ) from None
+    return None if message is grpc.aio.EOF else message
 
 
 async def read_first(requests: Requests, idle_s: float) -> pb.StreamSegmentRequest | None:

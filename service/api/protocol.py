@@ -121,33 +121,41 @@ def incoming_frame(request: pb.StreamSegmentRequest) -> IncomingFrame:
 
 
 def stream_response(stream_id: str, answer: FrameAnswer) -> pb.StreamSegmentResponse:
-    response = pb.StreamSegmentResponse(
-        stream_id=stream_id,
-        frame_id=answer.frame_id,
-        capture_timestamp_us=answer.capture_timestamp_us,
-        status=_OUTCOME_STATUS[answer.outcome],
-    )
-    if answer.segmented is not None:
-        if answer.segmented.mask is not None:
-            _fill_mask(response.mask, answer.segmented.mask)
+    """One frame's answer, built by one constructor call: the message's fields, and its
+    sub-messages' as dicts, which the constructor fills in place (no sub-message built to be
+    copied, no attribute set one at a time from Python)."""
+    fields: dict[str, object] = {
+        "stream_id": stream_id,
+        "frame_id": answer.frame_id,
+        "capture_timestamp_us": answer.capture_timestamp_us,
+        "status": _OUTCOME_STATUS[answer.outcome],
+    }
+    segmented = answer.segmented
+    if segmented is not None:
+        if segmented.mask is not None:
+            fields["mask"] = _mask_fields(segmented.mask)
         else:
-            image = answer.segmented.composited
-            response.composited.width, response.composited.height = image.width, image.height
-            response.composited.jpeg = image.jpeg
-        response.batch_size = answer.segmented.batch_size
-        _fill_timings(response.timings, answer.segmented.timings, answer.admission_wait_s)
+            image = segmented.composited
+            fields["composited"] = {
+                "width": image.width,
+                "height": image.height,
+                "jpeg": image.jpeg,
+            }
+        fields["batch_size"] = segmented.batch_size
+        fields["timings"] = _timing_fields(segmented.timings, answer.admission_wait_s)
     if answer.error is not None:
-        response.error_reason = answer.error.reason
-        response.error_code = WIRE_ERROR_CODES[answer.error.reason]
-        response.error_message = answer.error.message
-    return response
+        fields["error_reason"] = answer.error.reason
+        fields["error_code"] = WIRE_ERROR_CODES[answer.error.reason]
+        fields["error_message"] = answer.error.message
+    return pb.StreamSegmentResponse(**fields)
 
 
 def segment_response(segmented: SegmentedFrame) -> pb.SegmentResponse:
-    response = pb.SegmentResponse(batch_size=segmented.batch_size)
-    _fill_timings(response.timings, segmented.timings, admission_wait_s=0.0)
-    _fill_mask(response.mask, segmented.mask)
-    return response
+    return pb.SegmentResponse(
+        batch_size=segmented.batch_size,
+        timings=_timing_fields(segmented.timings, admission_wait_s=0.0),
+        mask=_mask_fields(segmented.mask),
+    )
 
 
 def models_response(engines: Sequence[Engine], default_model: str) -> pb.ListModelsResponse:
@@ -168,19 +176,21 @@ def models_response(engines: Sequence[Engine], default_model: str) -> pb.ListMod
     )
 
 
-def _fill_mask(message: pb.Mask, mask: EncodedMask) -> None:
-    """Fills the response's own Mask in place: building one and copying it would copy the bytes
-    twice per frame."""
-    message.width, message.height = mask.width, mask.height
-    message.encoding = _WIRE_MASK_ENCODINGS[mask.encoding]
-    message.data = mask.data
+def _mask_fields(mask: EncodedMask) -> dict[str, object]:
+    return {
+        "width": mask.width,
+        "height": mask.height,
+        "encoding": _WIRE_MASK_ENCODINGS[mask.encoding],
+        "data": mask.data,
+    }
 
 
-def _fill_timings(message: pb.StageTimings, timings: FrameTimings, admission_wait_s: float) -> None:
-    """Fills the response's own StageTimings in place (no message built to be copied)."""
-    message.admission_wait_ms = admission_wait_s * 1e3
-    message.decode_ms = timings.decode_s * 1e3
-    message.batch_wait_ms = timings.batch_wait_s * 1e3
-    message.inference_ms = timings.inference_s * 1e3
-    message.encode_ms = timings.encode_s * 1e3
-    message.total_ms = (admission_wait_s + timings.total_s) * 1e3
+def _timing_fields(timings: FrameTimings, admission_wait_s: float) -> dict[str, float]:
+    return {
+        "admission_wait_ms": admission_wait_s * 1e3,
+        "decode_ms": timings.decode_s * 1e3,
+        "batch_wait_ms": timings.batch_wait_s * 1e3,
+        "inference_ms": timings.inference_s * 1e3,
+        "encode_ms": timings.encode_s * 1e3,
+        "total_ms": (admission_wait_s + timings.total_s) * 1e3,
+    }

@@ -120,10 +120,13 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
         self,
         request_iterator: AsyncIterator[pb.StreamSegmentRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[pb.StreamSegmentResponse]:
+    ) -> None:
+        """Reads and writes through the call's own `read()` and `write()`, not through the
+        request iterator and a generator of responses: each of those wraps every message in
+        an async generator step of its own, for nothing. One response per frame, as always."""
         stream: VideoStream | None = None
         reader: asyncio.Task[None] | None = None
-        requests = aiter(request_iterator)
+        requests = context.read
         idle_s = self._settings.stream_idle_timeout_s
         try:
             if self._draining:
@@ -142,13 +145,14 @@ class SegmentationServicer(pb_grpc.SegmentationServiceServicer):
             else:
                 reader = asyncio.create_task(read_frames(requests, stream, metrics, idle_s))
                 self._readers[stream] = reader
+            write, stream_id = context.write, stream.stream_id
             async for answer in stream.answers():
-                response = protocol.stream_response(stream.stream_id, answer)
+                response = protocol.stream_response(stream_id, answer)
                 _observe(metrics, answer)
                 self.frames_answered += 1
                 if answer.outcome is FrameOutcome.DROPPED:
                     self.frames_dropped += 1
-                yield response
+                await write(response)
             if stream in self._drained:
                 raise ShuttingDownError(DRAINING_DETAILS)
         except ANSWERED_ERRORS as error:

@@ -216,14 +216,18 @@ class BatchRunner(Generic[Item, Result]):
         return None  # with the engine full, only a finished batch (which wakes us) frees it
 
     async def _run_batches(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             timeout = self.start_due_batches()
             self._wakeup.clear()
+            # A due batch wakes the loop as any change does: a timer that sets the event costs
+            # the loop far less than `asyncio.timeout`, which cancels the task when it expires.
+            timer = loop.call_later(timeout, self._wakeup.set) if timeout is not None else None
             try:
-                async with asyncio.timeout(timeout):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                pass
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def _on_loop_end(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

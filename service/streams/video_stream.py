@@ -77,7 +77,10 @@ class VideoStream:
         self._input_ended = False
         self._failure: BaseException | None = None
         self._closed = False
-        self._answers_changed = asyncio.Event()  # the writer's wake-up
+        self._loop: asyncio.AbstractEventLoop | None = None  # the stream's, once it runs
+        # The writer's wake-up while it waits for an answer: a bare future, set once. An
+        # asyncio.Event would cost a clear, a new future and a loop check for every answer.
+        self._writer_waiting: asyncio.Future[None] | None = None
         self._room = asyncio.Event()  # the reader's wake-up: unwritten answers below the bound
         self._room.set()
         self.stats = RecentStreamFigures(clock)
@@ -131,24 +134,34 @@ class VideoStream:
     def start_waiting_frame(self) -> None:
         """Starts the waiting frame, in room the admission scheduler took for it."""
         pending, self._waiting = self._waiting, None
-        task = asyncio.create_task(self._process(pending))
+        task = self._running_loop().create_task(self._process(pending))
         self._in_flight.add(task)
         task.add_done_callback(self._on_frame_done)
 
     def end_input(self) -> None:
         """The caller sends no more frames; answers end after the last one."""
         self._input_ended = True
-        self._answers_changed.set()
+        self._wake_writer()
 
     def fail(self, error: BaseException) -> None:
         """Ends the answers with `error` (a broken stream), raised by `answers()`."""
         self._failure = error
-        self._answers_changed.set()
+        self._wake_writer()
 
     def _answer(self, pending: _AdmittedFrame, answer: FrameAnswer) -> None:
         if pending.answer is None and not self._closed:
             pending.answer = answer
-            self._answers_changed.set()
+            self._wake_writer()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _wake_writer(self) -> None:
+        waiting = self._writer_waiting
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     async def answers(self) -> AsyncIterator[FrameAnswer]:
         """Every frame's answer, in frame order, until the input ends and all are answered.
@@ -171,8 +184,13 @@ class VideoStream:
             elif not unwritten and self._input_ended:
                 return
             else:
-                self._answers_changed.clear()
-                await self._answers_changed.wait()
+                # Nothing yields between the checks above and this wait: any change comes
+                # while the writer waits, and wakes it.
+                self._writer_waiting = self._running_loop().create_future()
+                try:
+                    await self._writer_waiting
+                finally:
+                    self._writer_waiting = None
 
     async def close(self) -> None:
         """Frees everything the stream holds; frames not yet answered are abandoned."""
