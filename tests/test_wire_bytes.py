@@ -61,6 +61,7 @@ def field_by_field(stream_id: str, answer: FrameAnswer) -> pb.StreamSegmentRespo
         _fill_timings(response.timings, answer.segmented.timings, answer.admission_wait_s)
     if answer.error is not None:
         response.error_reason = answer.error.reason
+        response.error_code = protocol.WIRE_ERROR_CODES[answer.error.reason]
         response.error_message = answer.error.message
     return response
 
