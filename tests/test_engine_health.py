@@ -58,6 +58,19 @@ def test_one_success_resets_the_count_and_recovers_a_failing_engine() -> None:
     assert (health.batches_failed, health.batches_succeeded) == (3, 2)
 
 
+def test_two_failures_far_apart_are_no_run_of_failures() -> None:
+    clock = FakeClock()
+    health, changes = health_on(clock)
+    health.batch_failed(EngineFailure("one blip"))
+    clock.advance(600.0)  # idle: no batch ran
+    health.batch_failed(EngineFailure("another blip, ten minutes later"))
+    assert not health.failing and health.failing_for_s == 0.0
+    for _ in range(3):  # failing all along now, a batch a second
+        clock.advance(1.0)
+        health.batch_failed(EngineFailure("again"))
+    assert health.failing and changes == [True]
+
+
 def test_an_unrecoverable_failure_is_fatal_at_once() -> None:
     clock = FakeClock()
     health, _changes = health_on(clock)
@@ -97,11 +110,11 @@ async def test_the_runner_counts_a_raising_batch_against_the_engine_and_a_bad_fr
     assert isinstance(bad, FrameError)  # the frame's fault: the engine ran the batch
     assert (runner.engine_health.batches_succeeded, runner.engine_health.batches_failed) == (1, 0)
     work.broken = True
-    for _ in range(2):
+    for _ in range(3):  # every batch fails, one each 0.5 s
         failed = await run_one(runner, clock, "a")
         assert isinstance(failed, FrameError) and failed.reason == FrameErrorReason.INTERNAL
-        clock.advance(1.0)
-    assert runner.engine_health.failing and runner.engine_health.batches_failed == 2
+        clock.advance(0.49)
+    assert runner.engine_health.failing and runner.engine_health.batches_failed == 3
     work.broken = False
     assert (await run_one(runner, clock, "a")).result == 0.5  # type: ignore[attr-defined]
     assert not runner.engine_health.failing
