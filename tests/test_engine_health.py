@@ -1,7 +1,7 @@
 """The engine's health policy on a clock moved by hand: failing only after every batch failed
 for `failing_after_s`, recovered by one success, and fatal at once on an unrecoverable failure;
 and the batch runner that feeds it (a raising batch is the engine's failure, a bad frame is not)
-and adds up its engine threads' busy time."""
+and the occupancy that adds up its engine threads' busy time."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from service.batching.engine_health import EngineHealth
+from service.batching.occupancy import EngineOccupancy
 from service.batching.runner import BatchRunner
 from service.errors import EngineFailure, FrameError, FrameErrorReason
 from tests.helpers import FakeClock
@@ -57,6 +58,19 @@ def test_one_success_resets_the_count_and_recovers_a_failing_engine() -> None:
     assert (health.batches_failed, health.batches_succeeded) == (3, 2)
 
 
+def test_two_failures_far_apart_are_no_run_of_failures() -> None:
+    clock = FakeClock()
+    health, changes = health_on(clock)
+    health.batch_failed(EngineFailure("one blip"))
+    clock.advance(600.0)  # idle: no batch ran
+    health.batch_failed(EngineFailure("another blip, ten minutes later"))
+    assert not health.failing and health.failing_for_s == 0.0
+    for _ in range(3):  # failing all along now, a batch a second
+        clock.advance(1.0)
+        health.batch_failed(EngineFailure("again"))
+    assert health.failing and changes == [True]
+
+
 def test_an_unrecoverable_failure_is_fatal_at_once() -> None:
     clock = FakeClock()
     health, _changes = health_on(clock)
@@ -96,26 +110,41 @@ async def test_the_runner_counts_a_raising_batch_against_the_engine_and_a_bad_fr
     assert isinstance(bad, FrameError)  # the frame's fault: the engine ran the batch
     assert (runner.engine_health.batches_succeeded, runner.engine_health.batches_failed) == (1, 0)
     work.broken = True
-    for _ in range(2):
+    for _ in range(3):  # every batch fails, one each 0.5 s
         failed = await run_one(runner, clock, "a")
         assert isinstance(failed, FrameError) and failed.reason == FrameErrorReason.INTERNAL
-        clock.advance(1.0)
-    assert runner.engine_health.failing and runner.engine_health.batches_failed == 2
+        clock.advance(0.49)
+    assert runner.engine_health.failing and runner.engine_health.batches_failed == 3
     work.broken = False
     assert (await run_one(runner, clock, "a")).result == 0.5  # type: ignore[attr-defined]
     assert not runner.engine_health.failing
     await runner.stop()
 
 
-async def test_the_runner_adds_up_how_long_its_engine_threads_were_busy() -> None:
+def test_the_occupancy_adds_up_how_long_the_engine_threads_were_busy() -> None:
+    clock = FakeClock()
+    occupancy = EngineOccupancy(2, clock)
+    assert occupancy.occupied_s == 0.0 and occupancy.idle.is_set()
+    occupancy.change(+1)  # one of two threads busy for 1 s
+    assert not occupancy.idle.is_set()
+    clock.advance(1.0)
+    assert occupancy.occupied_s == pytest.approx(0.5)
+    occupancy.change(+1)  # both busy for 1 s more
+    clock.advance(1.0)
+    occupancy.change(-2)
+    clock.advance(5.0)  # idle
+    assert occupancy.occupied_s == pytest.approx(1.5) and occupancy.idle.is_set()
+
+
+async def test_the_runner_counts_its_batches_in_its_occupancy() -> None:
     clock, work = FakeClock(), HalfWork()
     runner = make_runner(clock, work, in_flight=2)
-    assert runner.occupied_s == 0.0
-    runner._batches_in_flight_change(+1)  # one of two threads busy for 1 s
+    task = await queue(runner, "a")
+    clock.advance(0.010)
+    runner.start_due_batches()
+    assert runner.batches_in_flight == 1
+    clock.advance(1.0)  # the batch holds one of the two threads for 1 s
+    await task
     clock.advance(1.0)
-    assert runner.occupied_s == pytest.approx(0.5)
-    runner._batches_in_flight_change(+1)  # both busy for 1 s more
-    clock.advance(1.0)
-    runner._batches_in_flight_change(-2)
-    clock.advance(5.0)  # idle
-    assert runner.occupied_s == pytest.approx(1.5)
+    assert runner.batches_in_flight == 0 and runner.occupied_s == pytest.approx(0.5)
+    await runner.stop()

@@ -4,8 +4,11 @@ A bad frame fails that frame alone (a FrameError in the batch's results) and say
 the engine. A batch whose `run_batch` raises (an EngineFailure from a broken device, or any
 other exception) is the engine's failure. One failed batch is a blip; an engine that has
 failed every batch for `failing_after_s` is failing, and the replica should stop taking calls
-until a batch succeeds again. An EngineFailure that is not recoverable is fatal at once: the
-process should end, so that it is restarted.
+until a batch succeeds again. Only a run of failures counts: one that comes longer than
+`failing_after_s` after the last (no batch ran between: nothing was known) starts a new run,
+so that two blips far apart are not taken for an engine that failed all along. An
+EngineFailure that is not recoverable is fatal at once: the process should end, so that it is
+restarted.
 
 Time comes from an injected clock, so that the policy is tested without sleeping.
 """
@@ -29,7 +32,8 @@ class EngineHealth:
     def __init__(self, failing_after_s: float, clock: Clock = time.monotonic) -> None:
         self.failing_after_s = failing_after_s
         self._clock = clock
-        self._failing_since: float | None = None  # the first failure since the last success
+        self._failing_since: float | None = None  # the first failure of the current run
+        self._last_failure_at = 0.0
         self.failing = False
         self.batches_failed = 0
         self.batches_succeeded = 0
@@ -64,8 +68,9 @@ class EngineHealth:
             for listener in self._fatal_listeners:
                 listener(error)
         now = self._clock()
-        if self._failing_since is None:
+        if self._failing_since is None or now - self._last_failure_at > self.failing_after_s:
             self._failing_since = now
+        self._last_failure_at = now
         if not self.failing and now - self._failing_since >= self.failing_after_s:
             self.failing = True
             self._tell(True)

@@ -10,9 +10,9 @@ instead of waiting for ever.
 
 Each batch's outcome goes to the engine's `EngineHealth`: a batch that raises is the engine's
 failure, whatever it raised. While the engine is failing, no traffic reaches it (readiness is
-NOT_SERVING), so the runner itself probes it by running the warm-up again, until it recovers.
-The runner also adds up how long its engine threads were busy (`occupied_s`), for the
-replica's measured load.
+NOT_SERVING), so its `probe.EngineProbe` runs the warm-up again now and then, alone on the
+engine, until it recovers. The runner also adds up how long its engine threads were busy
+(`occupied_s`, `occupancy.EngineOccupancy`), for the replica's measured load.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Generic, Protocol, TypeVar
 from service.batching.batcher import Batch, Batcher, BatchPolicy, Outlook
 from service.batching.cadence import StreamCadence
 from service.batching.engine_health import EngineHealth
+from service.batching.occupancy import EngineOccupancy
+from service.batching.probe import EngineProbe
 from service.clock import Clock
 from service.errors import FrameError, internal_error
 from service.metrics import ModelMetrics
@@ -101,7 +103,7 @@ class BatchRunner(Generic[Item, Result]):
         )
         self._batcher: Batcher[_Queued[Item, Result]] = Batcher(policy, clock)
         self._max_batches_in_flight = policy.max_batches_in_flight
-        self._batches_in_flight = 0
+        self._occupancy = EngineOccupancy(policy.max_batches_in_flight, clock)
         self._metrics = metrics
         self._clock = clock
         self._wakeup = asyncio.Event()
@@ -111,10 +113,9 @@ class BatchRunner(Generic[Item, Result]):
         self._loop_task: asyncio.Task[None] | None = None
         self._loop_failure: BaseException | None = None
         self.engine_health = EngineHealth(DEFAULT_FAILING_AFTER_S, clock)
-        self.engine_health.on_change(self._on_health_change)
-        self._probe_task: asyncio.Task[None] | None = None
-        self._occupied_s = 0.0  # engine-thread seconds busy, over max_batches_in_flight
-        self._occupancy_changed_at = clock()
+        self._probe = EngineProbe(
+            name, self.engine_health, self._occupancy, self._warm_up, self._wakeup.set
+        )
 
     @property
     def frames_waiting(self) -> int:
@@ -123,33 +124,21 @@ class BatchRunner(Generic[Item, Result]):
 
     @property
     def batches_in_flight(self) -> int:
-        return self._batches_in_flight
+        return self._occupancy.in_flight
 
     @property
     def occupied_s(self) -> float:
-        """Seconds the engine has been fully busy so far: the time integral of the batches in
-        flight over the most it runs at once (so two half-busy threads count as one)."""
-        return self._occupied_s + self._occupancy_since_change()
-
-    def _occupancy_since_change(self) -> float:
-        elapsed_s = self._clock() - self._occupancy_changed_at
-        return elapsed_s * self._batches_in_flight / self._max_batches_in_flight
-
-    def _batches_in_flight_change(self, by: int) -> None:
-        self._occupied_s += self._occupancy_since_change()
-        self._occupancy_changed_at = self._clock()
-        self._batches_in_flight += by
+        """Seconds the engine has been fully busy so far (see `EngineOccupancy`)."""
+        return self._occupancy.occupied_s
 
     async def start(self) -> None:
         """Warms the model up on its own thread, then starts taking batches."""
-        await asyncio.get_running_loop().run_in_executor(self._engine_executor, self._work.warm_up)
+        await self._warm_up()
         self._loop_task = asyncio.create_task(self._run_batches(), name=f"batches-{self._name}")
         self._loop_task.add_done_callback(self._on_loop_end)
 
     async def stop(self) -> None:
-        if self._probe_task:
-            self._probe_task.cancel()
-            await asyncio.gather(self._probe_task, return_exceptions=True)
+        await self._probe.stop()
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -198,22 +187,24 @@ class BatchRunner(Generic[Item, Result]):
             self._frames_on_their_way,
             known,
             streams_starting=len(due) - len(known),
-            idle_engines=self._max_batches_in_flight - self._batches_in_flight,
+            idle_engines=self._max_batches_in_flight - self._occupancy.in_flight,
         )
 
     def start_due_batches(self) -> float | None:
         """Starts every batch that is due while the engine has room; returns how long the loop
         may sleep before the next is due (None: until something changes)."""
-        while self._batches_in_flight < self._max_batches_in_flight:
+        while not self._probe.probing and self._occupancy.in_flight < self._max_batches_in_flight:
             outlook = self._outlook()  # reads every open stream: once per look at the queue
             batch = self._batcher.take_batch(outlook)
             if batch is None:
                 return self._batcher.seconds_until_due(outlook)
-            self._batches_in_flight_change(+1)
+            self._occupancy.change(+1)
             task = asyncio.create_task(self._run_batch(batch))
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
-        return None  # with the engine full, only a finished batch (which wakes us) frees it
+        # With the engine full, only a finished batch (which wakes us) frees it; the probe wakes
+        # us once it is done.
+        return None
 
     async def _run_batches(self) -> None:
         loop = asyncio.get_running_loop()
@@ -270,29 +261,11 @@ class BatchRunner(Generic[Item, Result]):
                 if not queued.output.done():
                     queued.output.set_exception(failure)
         finally:
-            self._batches_in_flight_change(-1)
+            self._occupancy.change(-1)
             self._wakeup.set()
 
-    def _on_health_change(self, failing: bool) -> None:
-        if failing and (self._probe_task is None or self._probe_task.done()):
-            self._probe_task = asyncio.create_task(self._probe(), name=f"probe-{self._name}")
-
-    async def _probe(self) -> None:
-        """While the engine is failing, runs the warm-up now and then: the first that succeeds
-        is the engine's recovery."""
-        health = self.engine_health
-        interval_s = max(0.2, health.failing_after_s / 4)
-        while health.failing:
-            await asyncio.sleep(interval_s)
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    self._engine_executor, self._work.warm_up
-                )
-            except Exception as error:
-                health.batch_failed(error)
-            else:
-                log.info("the engine of %s runs batches again", self._name)
-                health.batch_succeeded()
+    async def _warm_up(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._engine_executor, self._work.warm_up)
 
     def _run_work(self, items: list[Item]) -> tuple[Sequence[Result | FrameError], float]:
         started = self._clock()
