@@ -157,9 +157,15 @@ def _watch_engines(
         engine_health.on_fatal(lambda error, name=name: fatal(name, error))
 
 
-async def _sample_load(headroom: Headroom) -> None:
+async def sample_load(headroom: Headroom) -> None:
+    """Samples the replica's load for ever. A sample that fails is logged and the next one is
+    taken: a sampler that died would freeze the last load, and a full one would refuse every
+    new stream from then on."""
     while True:
-        headroom.sample()
+        try:
+            headroom.sample()
+        except Exception:
+            log.exception("sampling the replica's load failed; the next sample is taken as usual")
         await asyncio.sleep(headroom.sample_interval_s)
 
 
@@ -240,7 +246,7 @@ async def running_server(config: ServiceConfig) -> AsyncIterator[RunningService]
         await _load_pipelines(config, codec, codec_workers, metrics, pipelines)
         _watch_engines(pipelines, config, readiness, servicer, failed)
         servicer.serve_models(pipelines)
-        sampler = asyncio.create_task(_sample_load(headroom), name="load-sampler")
+        sampler = asyncio.create_task(sample_load(headroom), name="load-sampler")
         await readiness.set_warm()
         log.info("serving %s; health SERVING", sorted(pipelines))
         yield RunningService(

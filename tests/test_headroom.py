@@ -76,3 +76,32 @@ def test_the_stream_count_counts_toward_utilisation_and_the_window_forgets() -> 
     replica.run(2.5, busy=0.1, fps=60)  # the busy seconds have left the window
     assert abs(replica.headroom.load.engine_occupancy - 0.1) < 1e-9
     assert replica.headroom.utilisation == 0.75
+
+
+async def test_a_failed_sample_is_logged_and_the_sampler_goes_on(caplog) -> None:
+    import asyncio
+
+    from service.app import sample_load
+
+    engine = Engine()
+    calls = 0
+    sampled_after_the_failure = asyncio.Event()
+
+    def frames() -> FrameCounts:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("a model went away mid-sample")
+        if calls == 4:
+            sampled_after_the_failure.set()
+        return FrameCounts(calls * 10, 0)
+
+    headroom = Headroom(0.08, lambda: [engine], frames)  # a sample every 10 ms, real clock
+    sampler = asyncio.create_task(sample_load(headroom))
+    try:
+        async with asyncio.timeout(5):  # a sampler that died on the failure never gets here
+            await sampled_after_the_failure.wait()
+    finally:
+        sampler.cancel()
+    assert "sampling the replica's load failed" in caplog.text
+    assert "a model went away mid-sample" in caplog.text
