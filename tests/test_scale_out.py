@@ -79,8 +79,10 @@ CLIENT = textwrap.dedent(
             stop.set()
             results = await asyncio.gather(*tasks)
             renewals = client.channel_renewals
+            await asyncio.sleep(0.2)  # the renewed channel closes after its last call ended
+            channels_open = len(client._channels._live)
         print(json.dumps({"calls": results, "reconnects_when_full": reconnects_when_full,
-                          "renewals": renewals}))
+                          "renewals": renewals, "channels_open": channels_open}))
 
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
     """
@@ -101,7 +103,7 @@ async def read_line(client: subprocess.Popen) -> str:
 
 
 async def test_new_calls_reach_a_replica_that_joins_while_the_others_are_full() -> None:
-    took_calls_after_s = await scale_out(MAX_CONNECTION_AGE_S)
+    took_calls_after_s, _ = await scale_out(MAX_CONNECTION_AGE_S)
     # Within the connection age (+10% jitter), a resolution and a few refused attempts.
     assert took_calls_after_s < MAX_CONNECTION_AGE_S * 1.1 + 5
 
@@ -110,15 +112,17 @@ async def test_with_no_connection_age_the_client_renews_its_channel_to_find_the_
     None
 ):
     # 0: the servers never close a connection, so only the client's new channel can see it.
-    took_calls_after_s = await scale_out(0)
+    took_calls_after_s, waits_s = await scale_out(0)
     # A run of refusals, a new channel's resolution and handshakes, a few refused attempts.
     assert took_calls_after_s < RENEW_AFTER_REFUSED_S + 3
+    assert max(waits_s) < RENEW_AFTER_REFUSED_S + 5, waits_s  # each new call, from its opening
 
 
-async def scale_out(max_connection_age_s: float) -> float:
+async def scale_out(max_connection_age_s: float) -> tuple[float, list[float]]:
     """Fills two replicas, lists a third once SERVING, opens new calls; checks that they all
     reach the third, that none fails and that no open stream moves. Returns the seconds until
-    the joining replica took a call, from when it was listed."""
+    the joining replica took a call, from when it was listed, and each new call's wait from its
+    opening to its first answer."""
     port = free_port()
     first, second, joining = REPLICAS
     resolver = ReplicasResolver([first, second])
@@ -195,4 +199,5 @@ async def scale_out(max_connection_age_s: float) -> float:
         name = f"call-{n}"
         assert calls[name]["reconnects"] == report["reconnects_when_full"][name]
         assert placed[name] in (first, second)
-    return took_calls_after_s
+    assert report["channels_open"] == 1, report  # a renewed channel closed once its calls ended
+    return took_calls_after_s, [calls[name]["first_ok"] - calls[name]["opened"] for name in new]
