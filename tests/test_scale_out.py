@@ -1,8 +1,9 @@
 """Scale-out behind one DNS name, as an autoscaler does it: two replicas are full (their own
 max_streams) and a third joins; its address is listed only once it is SERVING, as a headless
 Service lists a ready pod. The client's channel learns of it when a connection reaches the
-servers' maximum age (the GOAWAY makes it re-resolve), and the calls refused meanwhile are
-placed on it by the client library. No call fails, and no open stream breaks."""
+servers' maximum age (the GOAWAY makes it re-resolve), or, sooner or with no age at all, when
+the client library, its new calls refused by every replica it knows, opens a new channel; the
+calls refused meanwhile are placed on it. No call fails, and no open stream breaks or moves."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import textwrap
 import time
 
 from loadtest.local_server import free_port
+from segmentation_client.client import RENEW_AFTER_REFUSED_S
 from service.app import RunningService, running_server
 from tests.helpers import loopback_config
 from tests.replica_dns import REPLICAS, ReplicasResolver, dns_server, dns_target
@@ -76,7 +78,11 @@ CLIENT = textwrap.dedent(
             await asyncio.to_thread(sys.stdin.readline)
             stop.set()
             results = await asyncio.gather(*tasks)
-        print(json.dumps({"calls": results, "reconnects_when_full": reconnects_when_full}))
+            renewals = client.channel_renewals
+            await asyncio.sleep(0.2)  # the renewed channel closes after its last call ended
+            channels_open = len(client._channels._live)
+        print(json.dumps({"calls": results, "reconnects_when_full": reconnects_when_full,
+                          "renewals": renewals, "channels_open": channels_open}))
 
     asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])))
     """
@@ -97,13 +103,33 @@ async def read_line(client: subprocess.Popen) -> str:
 
 
 async def test_new_calls_reach_a_replica_that_joins_while_the_others_are_full() -> None:
+    took_calls_after_s, _ = await scale_out(MAX_CONNECTION_AGE_S)
+    # Within the connection age (+10% jitter), a resolution and a few refused attempts.
+    assert took_calls_after_s < MAX_CONNECTION_AGE_S * 1.1 + 5
+
+
+async def test_with_no_connection_age_the_client_renews_its_channel_to_find_the_joining_one() -> (
+    None
+):
+    # 0: the servers never close a connection, so only the client's new channel can see it.
+    took_calls_after_s, waits_s = await scale_out(0)
+    # A run of refusals, a new channel's resolution and handshakes, a few refused attempts.
+    assert took_calls_after_s < RENEW_AFTER_REFUSED_S + 3
+    assert max(waits_s) < RENEW_AFTER_REFUSED_S + 5, waits_s  # each new call, from its opening
+
+
+async def scale_out(max_connection_age_s: float) -> tuple[float, list[float]]:
+    """Fills two replicas, lists a third once SERVING, opens new calls; checks that they all
+    reach the third, that none fails and that no open stream moves. Returns the seconds until
+    the joining replica took a call, from when it was listed, and each new call's wait from its
+    opening to its first answer."""
     port = free_port()
     first, second, joining = REPLICAS
     resolver = ReplicasResolver([first, second])
     config = {
         "models": ("selfie-general",),
         "max_streams": MAX_STREAMS,
-        "max_connection_age_s": MAX_CONNECTION_AGE_S,
+        "max_connection_age_s": max_connection_age_s,
         "decode_workers": 1,
     }
     full_calls, new_calls = 2 * MAX_STREAMS, 3
@@ -152,7 +178,8 @@ async def test_new_calls_reach_a_replica_that_joins_while_the_others_are_full() 
     report = json.loads(out.splitlines()[-1])
     calls = {call["name"]: call for call in report["calls"]}
     new = [f"call-{n}" for n in range(full_calls, full_calls + new_calls)]
-    print(f"\nthe third replica was listed at +0.0 s; max connection age {MAX_CONNECTION_AGE_S} s")
+    age = f"{max_connection_age_s:g} s" if max_connection_age_s else "none"
+    print(f"\nthe third replica was listed at +0.0 s; max connection age {age}")
     for name in new:
         call = calls[name]
         print(
@@ -160,7 +187,10 @@ async def test_new_calls_reach_a_replica_that_joins_while_the_others_are_full() 
             f"{call['reconnects']} times, first answer at +{call['first_ok'] - joined_at:.1f} s "
             f"on {placed[name]}"
         )
-    print(f"refusals by replica: {refused}; DNS lookups {resolver.queries}")
+    print(
+        f"refusals by replica: {refused}; DNS lookups {resolver.queries}; "
+        f"client channel renewals {report['renewals']}"
+    )
     took_calls_after_s = min(calls[name]["first_ok"] for name in new) - joined_at
     print(f"seconds until the joining replica took calls: {took_calls_after_s:.1f}")
     assert all(call["error"] is None for call in calls.values()), calls
@@ -169,5 +199,5 @@ async def test_new_calls_reach_a_replica_that_joins_while_the_others_are_full() 
         name = f"call-{n}"
         assert calls[name]["reconnects"] == report["reconnects_when_full"][name]
         assert placed[name] in (first, second)
-    # Within the connection age (+10% jitter), a resolution and a few refused attempts.
-    assert took_calls_after_s < MAX_CONNECTION_AGE_S * 1.1 + 5
+    assert report["channels_open"] == 1, report  # a renewed channel closed once its calls ended
+    return took_calls_after_s, [calls[name]["first_ok"] - calls[name]["opened"] for name in new]
