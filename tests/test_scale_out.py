@@ -113,9 +113,11 @@ async def test_with_no_connection_age_the_client_renews_its_channel_to_find_the_
 ):
     # 0: the servers never close a connection, so only the client's new channel can see it.
     took_calls_after_s, waits_s = await scale_out(0)
-    # A run of refusals, a new channel's resolution and handshakes, a few refused attempts.
-    assert took_calls_after_s < RENEW_AFTER_REFUSED_S + 3
-    assert max(waits_s) < RENEW_AFTER_REFUSED_S + 5, waits_s  # each new call, from its opening
+    # A run of refusals, a new channel's resolution and handshakes, a few refused attempts
+    # (2-5 s measured); without the renewal a new call is refused until it gives up (15 s).
+    # The bounds leave room for a loaded CI machine.
+    assert took_calls_after_s < RENEW_AFTER_REFUSED_S + 6
+    assert max(waits_s) < RENEW_AFTER_REFUSED_S + 8, waits_s  # each new call, from its opening
 
 
 async def scale_out(max_connection_age_s: float) -> tuple[float, list[float]]:
