@@ -45,6 +45,8 @@ class Branch:
         self.out: list[tuple[int, int, int, int]] = []  # pts, duration, offset, flags
         self._next_index = 0
         self._index_changed = threading.Condition()
+        self._seeking = False  # no frame goes in between a seek's start and its end
+        self._seek_index = 0
         self.stopped = False
         sink = pipeline.get_by_name(f"sink{n}")
         sink.set_property("emit-signals", True)
@@ -61,10 +63,22 @@ class Branch:
         return Gst.FlowReturn.OK
 
     def _on_seek(self, source: Gst.Element, position_ns: int) -> bool:
-        with self._index_changed:
-            self._next_index = position_ns // (Gst.SECOND // self.spec.get("fps", 30))
-            self._index_changed.notify()
+        # Called on the seeking thread while appsrc still flushes: what is pushed now is
+        # refused, so the pusher waits for `resume` instead of taking this position at once.
+        self._seek_index = position_ns // (Gst.SECOND // self.spec.get("fps", 30))
         return True
+
+    def hold(self) -> None:
+        """Before a flushing seek: no frame goes in until `resume`; a push under way ends
+        first, so that the seek flushes it."""
+        with self._index_changed:
+            self._seeking = True
+
+    def resume(self) -> None:
+        """After the seek returned, its flush done: push on from the position appsrc asked."""
+        with self._index_changed:
+            self._seeking, self._next_index = False, self._seek_index
+            self._index_changed.notify()
 
     def stop(self) -> None:
         with self._index_changed:
@@ -77,25 +91,32 @@ class Branch:
         started = time.monotonic()
         while True:
             with self._index_changed:
-                index, self._next_index = self._next_index, self._next_index + 1
-            if index >= self.count:
-                # A seek flushes what appsrc holds, its end-of-stream too: push on from there.
-                self.source.emit("end-of-stream")
-                with self._index_changed:
-                    self._index_changed.wait_for(
-                        lambda: self.stopped or self._next_index < self.count
-                    )
-                    if self.stopped:
-                        return
-                continue
-            if self.spec.get("live"):  # a camera: one frame per interval, answered or not
+                self._index_changed.wait_for(lambda: self.stopped or not self._seeking)
+                index = self._next_index
+            if self.stopped:
+                return
+            if self.spec.get("live") and index < self.count:  # a camera: one frame per interval
                 pause = self.spec.get("pause", {"after": self.count, "seconds": 0})
                 due = started + index / fps + (pause["seconds"] if index >= pause["after"] else 0)
                 time.sleep(max(0.0, due - time.monotonic()))
-            buffer = Gst.Buffer.new_wrapped(self.frames[index % len(self.frames)].tobytes())
-            buffer.pts, buffer.duration, buffer.offset = index * duration, duration, index
-            buffer.set_flags(Gst.BufferFlags(expected_flags(index)))
-            result = self.source.emit("push-buffer", buffer)
+            # The push holds the lock, so a seek's `hold` waits for it and the flush drops it.
+            with self._index_changed:
+                if self.stopped:
+                    return
+                if self._seeking or self._next_index != index:
+                    continue  # a seek came while this frame waited
+                self._next_index += 1
+                if index >= self.count:
+                    # A seek flushes what appsrc holds, its end-of-stream too: push on from there.
+                    self.source.emit("end-of-stream")
+                    self._index_changed.wait_for(
+                        lambda: self.stopped or self._next_index < self.count
+                    )
+                    continue
+                buffer = Gst.Buffer.new_wrapped(self.frames[index % len(self.frames)].tobytes())
+                buffer.pts, buffer.duration, buffer.offset = index * duration, duration, index
+                buffer.set_flags(Gst.BufferFlags(expected_flags(index)))
+                result = self.source.emit("push-buffer", buffer)
             if result not in (Gst.FlowReturn.OK, Gst.FlowReturn.FLUSHING):
                 return
 
@@ -140,9 +161,14 @@ def run(spec: dict) -> dict:
             if bus.timed_pop_filtered(10 * Gst.MSECOND, ends) is not None:
                 raise RuntimeError("the pipeline ended before the seek")
         position_ns = spec["seek"]["to_frame"] * (Gst.SECOND // spec.get("fps", 30))
+        for branch in branches:
+            branch.hold()
+        # A flushing seek returns once its flush is over, on this thread.
         seeked = pipeline.seek_simple(
             Gst.Format.TIME, Gst.SeekFlags.FLUSH | Gst.SeekFlags.ACCURATE, position_ns
         )
+        for branch in branches:
+            branch.resume()
         assert seeked, "the pipeline refused the seek"
     message = bus.timed_pop_filtered(timeout_ns, ends)
     cpu_s, wall_s = _cpu_s() - cpu_started, time.monotonic() - wall_started
