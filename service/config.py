@@ -75,8 +75,8 @@ class ServiceConfig:
     )
     engine_batch_sizes: tuple[int, ...] = _setting(
         (1, 2, 4, 8, 16, 32),
-        "batch sizes the TensorFlow engine pads to, each warmed up at start, comma-separated "
-        "in ascending order",
+        "batch sizes the TensorFlow and torch engines pad a batch to, each warmed up at start, "
+        "comma-separated in ascending order",
     )
     engine_mixed_precision: bool = _setting(
         False, "TensorFlow on a GPU: float16 compute (grappler's auto mixed precision)"

@@ -161,6 +161,26 @@ def containers(image: str) -> Iterator[tuple[Container, Container]]:
             podman.podman("rm", "--force", "--time=0", container.name, check=False)
 
 
+# Where the documents quote the CPU image's size: README's "the server's CPU image is N MB",
+# and operations.md's row of Dockerfile.cpu in its table of images.
+QUOTED_IMAGE_SIZES = {
+    "README.md": re.compile(r"CPU image\s+is (\d[\d,]*) MB"),
+    "docs/operations.md": re.compile(r"^\| `Dockerfile\.cpu` \|.*?\| (\d[\d,]*) MB", re.M),
+}
+
+
+def test_the_documents_quote_the_size_of_the_image_built(image: str) -> None:
+    built = podman.image_size_mb(image)
+    for document, pattern in QUOTED_IMAGE_SIZES.items():
+        match = pattern.search((ROOT / document).read_text())
+        assert match, f"{document} no longer quotes the CPU image's size where this test looks"
+        quoted = int(match.group(1).replace(",", ""))
+        # Within 10%: a dependency's patch release moves the size a little, a new one does not.
+        assert abs(quoted - built) <= 0.1 * built, (
+            f"{document} says the CPU image is {quoted} MB; the image built is {built:.0f} MB"
+        )
+
+
 def test_the_image_serves_both_selfie_models_with_tflite_and_no_tensorflow(
     containers: tuple[Container, Container],
 ) -> None:
