@@ -19,17 +19,9 @@ from models.fetch import default_model_dir
 from models.registry import MODELS
 from service.batching.batcher import BatchPolicy
 from service.engines.selection import EngineName
-from service.settings_parsing import SettingsParser
+from service.settings_parsing import SettingError, SettingsParser
 
 ENV_PREFIX = "SEGMENTATION_"
-
-
-class SettingError(ValueError):
-    """A value the setting `name` refuses; the message names the setting and the value."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
 
 
 def _default_model_dir() -> str:
@@ -264,6 +256,12 @@ class ServiceConfig:
             return cls(**values)
         except SettingError as error:
             parser.refuse(error.name, str(error))
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> ServiceConfig:
+        """The config the SEGMENTATION_* variables alone give, for tools that run beside a
+        server with its environment; a bad value raises `SettingError` instead of exiting."""
+        return cls(**cls.parser().read_environment(environ))
 
 
 @functools.cache

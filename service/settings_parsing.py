@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import argparse
 import configparser
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import MISSING, Field, fields
 from typing import Any, Literal, NoReturn, get_args, get_origin, get_type_hints
 
 Reader = Callable[[str], Any]
+
+
+class SettingError(ValueError):
+    """A value the setting `name` refuses; the message names the setting and the value."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
 
 
 def read_bool(text: str) -> bool:
@@ -133,14 +141,25 @@ class SettingsParser:
         """The values given, by field name: each from its flag, else from its variable. Text
         that does not read as its field's type stops the program with a usage error."""
         values = vars(self._parser.parse_args(argv))
+        try:
+            return {**self.read_environment(environ, skip=values), **values}
+        except SettingError as error:
+            self._parser.error(f"{self.env_name(error.name)}: {error}")
+
+    def read_environment(
+        self, environ: Mapping[str, str], skip: Collection[str] = ()
+    ) -> dict[str, Any]:
+        """The values the variables give, by field name, except the fields in `skip`; text
+        that does not read as its field's type raises `SettingError`."""
+        values = {}
         for name, read in self._readers.items():
             text = environ.get(self.env_name(name))
-            if name in values or text is None:
+            if name in skip or text is None:
                 continue
             try:
                 values[name] = read(text)
             except argparse.ArgumentTypeError as error:
-                self._parser.error(f"{self.env_name(name)}: {error}")
+                raise SettingError(name, str(error)) from None
         return values
 
     def refuse(self, name: str, message: str) -> NoReturn:

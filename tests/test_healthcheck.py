@@ -118,3 +118,38 @@ async def test_under_mutual_tls_without_the_health_port_it_says_what_to_set(
     result = await healthcheck(environ)
     assert result.returncode == 1
     assert "mutual TLS is on" in result.stderr and "SEGMENTATION_HEALTH_PORT" in result.stderr
+
+
+async def test_a_target_given_is_asked_even_with_the_health_only_port_on() -> None:
+    environ = server_settings()
+    async with running_server(ServiceConfig.from_args([], environ)) as service:
+        # The settings name a health-only port where nothing listens: only --target reaches.
+        beside = {**environ, "SEGMENTATION_HEALTH_PORT": str(free_port())}
+        asked = await healthcheck(beside, "--target", service.target)
+        default = await healthcheck(beside)
+    assert asked.returncode == 0 and asked.stdout.strip() == f"{service.target}: SERVING"
+    assert default.returncode == 1 and "UNAVAILABLE" in default.stderr
+
+
+async def test_with_tls_the_name_given_is_the_one_checked_in_the_certificate(
+    pki: dict[str, str],
+) -> None:
+    environ = server_settings(TLS_CERT_FILE=pki["cert"], TLS_KEY_FILE=pki["key"])
+    async with running_server(ServiceConfig.from_args([], environ)):
+        right = await healthcheck(environ, "--server-name", "localhost")  # its DNS name
+        wrong = await healthcheck(environ, "--server-name", "elsewhere.example")
+    assert right.returncode == 0, right.stderr
+    assert wrong.returncode == 1 and "UNAVAILABLE" in wrong.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [("many", "expected an integer; was 'many'"), ("-3", "max_streams must be positive")],
+)
+async def test_a_bad_setting_is_one_line_naming_its_variable(value: str, says: str) -> None:
+    result = await healthcheck(server_settings(MAX_STREAMS=value))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"segmentation-healthcheck: the server's setting SEGMENTATION_MAX_STREAMS: {says}"
+        + ("; was -3" if value == "-3" else "")
+    ], result.stderr
