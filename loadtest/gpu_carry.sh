@@ -8,16 +8,18 @@
 #   lib/       Debian's libturbojpeg0, extracted (on LD_LIBRARY_PATH there)
 #   models/    the two selfie .tflite files
 #   stubs/     the generated gRPC stubs (git-ignored, so not in the copied tree)
-# Run it with `make gpu-carry`; loadtest/gpu_host.sh uses it on the GPU host.
+# Run it with `make gpu-carry`; loadtest/gpu_host.sh uses it on the GPU host. CARRY_PYTHON=3.11
+# builds it for another Python: a rehearsal of the GPU host's run on a machine without one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 CARRY=.gpu-carry
+CARRY_PYTHON=${CARRY_PYTHON:-3.12}  # the GPU host's Python, which the wheels are built for
 rm -rf "$CARRY" && mkdir -p "$CARRY"/{wheels,lib,models,stubs}
 
 $PYTHON -m pip wheel -q --no-deps --wheel-dir "$CARRY/wheels" PyTurboJPEG==1.8.3
 version() { $PYTHON -c "import importlib.metadata as m; print(m.version('$1'))"; }
-$PYTHON -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+$PYTHON -m pip download -q --no-deps --only-binary=:all: --python-version "$CARRY_PYTHON" \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_27_x86_64 \
   --platform manylinux_2_28_x86_64 \
   --implementation cp --dest "$CARRY/wheels" \
