@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tomllib
 from pathlib import Path
 from typing import get_args
 
 from service.engines.selection import EngineName
+from tests.test_readme import code_block_lines
 
 ROOT = Path(__file__).parent.parent
 DOCUMENTS = [
@@ -22,6 +24,9 @@ CITED_PATH = re.compile(r"`((?:service|clients|loadtest|tests|models|deploy|prot
 CITED_MODULE = re.compile(r"python -m ([a-z_][\w.]*)")
 CITED_SCRIPT = re.compile(r"\bbash ((?:loadtest|deploy|tests)/[\w./-]+\.sh)")
 ENGINES = [name for name in get_args(EngineName) if name != "auto"]
+# A command of ours that starts a line of a fenced code block: `segmentation-loadtest run ...`.
+COMMAND_LINE = re.compile(r"^\s*(?:\$ )?(segmentation-[a-z-]+)\b")
+DISTRIBUTIONS = [ROOT / "pyproject.toml", ROOT / "clients" / "python" / "pyproject.toml"]
 
 
 def test_every_repository_path_a_document_cites_exists() -> None:
@@ -60,3 +65,20 @@ def test_every_engine_is_named_where_the_engines_are_listed() -> None:
         unnamed = [engine for engine in ENGINES if f"`{engine}`" not in text and
                    f'"{engine}"' not in text]  # fmt: skip
         assert not unnamed, f"{where} does not name {unnamed}"
+
+
+def test_every_command_a_document_runs_is_an_installed_script() -> None:
+    scripts = {
+        name
+        for distribution in DISTRIBUTIONS
+        for name in tomllib.loads(distribution.read_text())["project"]["scripts"]
+    }
+    commands = {
+        f"{document.relative_to(ROOT)}: {match.group(1)}"
+        for document in DOCUMENTS
+        for line in code_block_lines(document.read_text())
+        if (match := COMMAND_LINE.match(line))
+    }
+    assert commands, "no command found: the pattern no longer matches the documents"
+    unknown = sorted(entry for entry in commands if entry.split(": ")[1] not in scripts)
+    assert not unknown, f"documents run commands no distribution installs: {unknown}"
