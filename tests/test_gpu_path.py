@@ -250,7 +250,21 @@ class _BrokenDevice(CpuFrameDevice):
     ("error", "sticky", "recoverable"),
     [
         ("CUDA error: an illegal memory access was encountered", True, False),
-        ("nvjpegDecode failed: NVJPEG_STATUS_ALLOCATOR_FAILURE", False, True),
+        # torchvision 0.26's texts (its image.so): nvJPEG's allocator failure is status 5,
+        # wrapped with the C++ backtrace on decode; torch's own allocation failure.
+        (
+            "Error while decoding JPEG images: Failed to decode batch: 5\nException raised from "
+            "decode_images at decode_jpegs_cuda.cpp:494 (most recent call first):",
+            False,
+            True,
+        ),
+        ("Failed to create pinned buffer: 5", False, True),
+        (
+            "Error while decoding JPEG images: CUDA out of memory. Tried to allocate 20.00 MiB",
+            False,
+            True,
+        ),
+        ("Error while decoding JPEG images: Failed to synchronize CUDA stream: 2", False, True),
     ],
 )
 async def test_a_failed_device_fails_the_batch_as_an_engine_failure(
@@ -262,6 +276,24 @@ async def test_a_failed_device_fails_the_batch_as_an_engine_failure(
     with pytest.raises(EngineFailure) as raised:
         gpu.run_batch(prepared)
     assert raised.value.recoverable is recoverable
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "Error while decoding JPEG images: Failed to get image info: 3",  # NVJPEG_STATUS_BAD_JPEG
+        "Error while decoding JPEG images: Failed to parse jpeg stream: 4",  # not supported
+        "Error while decoding JPEG images: Failed to decode batch: 50",
+    ],
+)
+async def test_a_decode_error_of_the_frames_themselves_fails_each_frame_as_corrupt(
+    engine: TorchEngine, workers: WorkerThreads, error: str
+) -> None:
+    codec = JpegCodec(max_frame_bytes=4 << 20, max_frame_pixels=4096 * 4096)
+    gpu = GpuFramePath(engine, codec, workers, _BrokenDevice(error, sticky=False))
+    prepared = [await gpu.prepare(FrameJob(video_frame_jpeg(640, 480), RAW)) for _ in range(2)]
+    results = gpu.run_batch(prepared)
+    assert [result.reason for result in results] == [FrameErrorReason.CORRUPT_JPEG] * 2
 
 
 async def test_the_gpu_path_bills_its_decode_and_encode_to_their_stages(

@@ -2,13 +2,15 @@
 
 A list decode fails whole when one frame in it is corrupt, so then each is decoded alone and
 only the corrupt ones fail, each with its own `corrupt_jpeg`. But a decode also fails when the
-device does: nvJPEG's own out-of-memory comes back as a plain RuntimeError, and a sticky CUDA
-error fails every call after it. Those are `EngineFailure`s, for the whole batch: after any
-failure the device is synchronised, and if that raises, the replica is broken, not the frame.
+device does: nvJPEG's own out-of-memory comes back as a plain RuntimeError that gives its
+status as a number, and a sticky CUDA error fails every call after it. Those are
+`EngineFailure`s, for the whole batch: after any failure the device is synchronised, and if that
+raises, the replica is broken, not the frame.
 """
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from service.errors import EngineFailure, FrameError, FrameErrorReason
@@ -62,11 +64,27 @@ class DeviceDecoder:
             ) from error
 
 
+# torchvision 0.22-0.26 end each nvJPEG or CUDA failure with the status as a number
+# ("Failed to decode batch: 5", "image encoding failed: 5"), never its name; the decode wraps it
+# in "Error while decoding JPEG images: ..." with a C++ backtrace after it, and torch's own
+# allocation failures, wrapped or not, say "out of memory".
+_NVJPEG_ALLOCATOR_FAILURE = re.compile(  # NVJPEG_STATUS_ALLOCATOR_FAILURE is 5
+    r"(?:Failed to (?!synchronize CUDA stream)[A-Za-z ]+|image encoding failed): 5\b"
+)
+_CUDA_MEMORY_ALLOCATION = re.compile(  # cudaErrorMemoryAllocation is 2
+    r"(?:Failed to synchronize CUDA stream|CUDA ERROR): 2\b"
+)
+
+
 def out_of_device_memory(error: BaseException) -> bool:
-    """CUDA's own out-of-memory, or nvJPEG's allocation failure (a plain RuntimeError with
-    NVJPEG_STATUS_ALLOCATOR_FAILURE)."""
-    text = str(error).lower()
-    return "out of memory" in text or "allocator_failure" in text or "allocator failure" in text
+    """CUDA's or torch's out-of-memory, or nvJPEG's allocator failure, as torchvision reports
+    them."""
+    text = str(error)
+    return (
+        "out of memory" in text.lower()
+        or _NVJPEG_ALLOCATOR_FAILURE.search(text) is not None
+        or _CUDA_MEMORY_ALLOCATION.search(text) is not None
+    )
 
 
 def _corrupt(error: Exception) -> FrameError:
