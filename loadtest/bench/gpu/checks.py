@@ -1,6 +1,6 @@
 """The GPU benchmark's self-checks, run before its long load sections: is the device's work
-right (decode, damaged frames, graphs, memory; the composites' in `gpu_composites`), and what
-ran (versions, paths, precisions)? Each is a section of `gpu_run`; on a CPU they run through
+right (decode, damaged frames, graphs, memory; the composites' in `composites`), and what
+ran (versions, paths, precisions)? Each is a section of `run.py`; on a CPU they run through
 `CpuFrameDevice`, and those that need CUDA are skipped."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from loadtest.gpu_bench import Bench, size_of, through
-from loadtest.gpu_composites import composite_jobs
-from loadtest.gpu_run import CheckFailed
+from loadtest.bench.gpu.bench import Bench, size_of, through
+from loadtest.bench.gpu.composites import composite_jobs
+from loadtest.bench.gpu.run import CheckFailed
 
 
 def _version(package: str) -> str:

@@ -1,6 +1,6 @@
 """The GPU benchmark's figures, after its self-checks: the model alone, the frame path per
 frame (CPU-ms, and GPU-ms from the device's own events), and server processes under open-loop
-load. Each is a section of `gpu_run`; the load sections fit their bisections into the time
+load. Each is a section of `run.py`; the load sections fit their bisections into the time
 the run's deadline leaves them."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.gpu_bench import Bench, size_of, through
-from loadtest.gpu_load import FPS, LoadRun, Servers, calls_held, run_load
+from loadtest.bench.gpu.bench import Bench, size_of, through
+from loadtest.bench.gpu.load import FPS, LoadRun, Servers, calls_held, run_load
 
 
 def _synchronize(device: str) -> None:
