@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest.bench.gpu import checks, composites, figures
+from loadtest.bench.gpu import checks, composites, decode_checks, figures
 from loadtest.bench.gpu.bench import Bench
 from loadtest.bench.gpu.run import Deadline, Output, Section, run_sections
 
@@ -45,8 +45,8 @@ from loadtest.bench.gpu.run import Deadline, Output, Section, run_sections
 SECTIONS = [
     Section("environment", checks.environment, 5, 3),
     Section("frame-path", checks.frame_path, 30, 8),
-    Section("decode-accuracy", checks.decode_accuracy, 5, 3),
-    Section("damaged-frames", checks.damaged_frames, 8, 5),
+    Section("decode-accuracy", decode_checks.decode_accuracy, 5, 3),
+    Section("damaged-frames", decode_checks.damaged_frames, 8, 5),
     Section("encode-race", composites.encode_race, 10, 5),
     Section("composites", composites.composites, 5, 4),
     Section("graphs", checks.graphs, 15, 0, needs_cuda=True),
