@@ -116,7 +116,8 @@ demo: setup
 	  $(BIN)/segmentation-webrtc-gateway --listen 127.0.0.1:$(DEMO_PORT) --target 127.0.0.1:50051
 
 # What the GPU test host lacks (wheels, libturbojpeg, the models, photos, stubs), in the
-# git-ignored .gpu-carry/ (~31 MB); `bash loadtest/bench/gpu/host.sh` runs the GPU benchmark there.
+# git-ignored .gpu-carry/ (~31 MB); `bash loadtest/bench/gpu/host.sh` runs the GPU benchmark
+# there.
 gpu-carry: setup
 	bash loadtest/bench/gpu/carry.sh
 

@@ -3,7 +3,7 @@
 # runs the GPU benchmark, which ends within its deadline (5 minutes by default). Figures go to
 # $OUT/bench-gpu (or ./bench-gpu) section by section; it exits 1 when a section failed, and
 # names them: rerun those alone with --sections.
-#   bash loadtest/bench/gpu/host.sh [flags of loadtest.bench.gpu...]     e.g. --sections encode-race,load-4
+#   bash loadtest/bench/gpu/host.sh [flags of loadtest.bench.gpu...]  e.g. --sections load-4
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 CARRY=$PWD/.gpu-carry
