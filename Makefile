@@ -96,7 +96,7 @@ bench: setup
 
 # What the GStreamer element costs its process per frame at 640x480, beside the service's cost.
 bench-element: setup test-system-packages
-	$(BIN)/python -m loadtest.bench_element
+	$(BIN)/python -m loadtest.bench.element
 
 # A short capacity search on this machine, for each configuration compared (JPEG masks at frame
 # size, one more call per step); report in loadtest-report/ (plots and summary.md). Longer holds
@@ -116,9 +116,10 @@ demo: setup
 	  $(BIN)/segmentation-webrtc-gateway --listen 127.0.0.1:$(DEMO_PORT) --target 127.0.0.1:50051
 
 # What the GPU test host lacks (wheels, libturbojpeg, the models, photos, stubs), in the
-# git-ignored .gpu-carry/ (~31 MB); `bash loadtest/gpu_host.sh` runs the GPU benchmark there.
+# git-ignored .gpu-carry/ (~31 MB); `bash loadtest/bench/gpu/host.sh` runs the GPU benchmark
+# there.
 gpu-carry: setup
-	bash loadtest/gpu_carry.sh
+	bash loadtest/bench/gpu/carry.sh
 
 clean:
 	rm -rf $(VENV) clients/python/segmentation/v1/*_pb2*

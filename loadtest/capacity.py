@@ -1,5 +1,6 @@
-"""How many calls one replica carries: the largest number of streams at F FPS whose p99
-latency stays within the objective with at most `max_drop_ratio` of frames dropped."""
+"""How many calls one replica carries: the largest number of streams at F FPS that hold the
+objective (`objective.py`), found by trying the counts asked for in turn (`search.py`), with
+the server's own view of each step beside the load's when its metrics are scraped."""
 
 from __future__ import annotations
 
@@ -7,26 +8,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from loadtest.generator import LoadShape, run_load
+from loadtest.objective import Objective
+from loadtest.search import StepUp, Trial, search
 from loadtest.server_metrics import scrape, server_view
 from loadtest.stats import summarize
 from segmentation.v1 import segmentation_pb2 as pb
-
-
-@dataclass(frozen=True)
-class Objective:
-    p99_ms: float = 100.0
-    max_drop_ratio: float = 0.01
-    max_error_ratio: float = 0.0
-
-    def verdict(self, overall: dict) -> tuple[bool, str]:
-        p99 = overall["latency_ms"]["p99"]
-        if overall["error_ratio"] > self.max_error_ratio:
-            return False, f"errors {overall['error_ratio']:.1%}"
-        if overall["drop_ratio"] > self.max_drop_ratio:
-            return False, f"dropped {overall['drop_ratio']:.1%} > {self.max_drop_ratio:.0%}"
-        if not p99 <= self.p99_ms:  # NaN (nothing answered) fails too
-            return False, f"p99 {p99:.0f} ms > {self.p99_ms:.0f} ms"
-        return True, "holds"
 
 
 @dataclass
@@ -36,6 +22,28 @@ class Step:
     why: str
     client: dict  # stats.summarize()["overall"]
     server: dict | None  # ServerView as a dict, when the metrics were scraped
+
+
+@dataclass(frozen=True)
+class StepLoad:
+    """One step's figures as the objective reads them."""
+
+    client: dict  # stats.summarize()["overall"]
+    server: dict | None
+    refused_calls: float  # the server's count when scraped, else the generator's
+    reconnects: int
+
+    @property
+    def p99_ms(self) -> float:
+        return self.client["latency_ms"]["p99"]
+
+    @property
+    def drop_ratio(self) -> float:
+        return self.client["drop_ratio"]
+
+    @property
+    def error_ratio(self) -> float:
+        return self.client["error_ratio"]
 
 
 async def capacity_search(
@@ -52,9 +60,8 @@ async def capacity_search(
     progress_for: Callable[[int], Callable[[float], None] | None] = lambda streams: None,
 ) -> tuple[list[Step], int]:
     """Tries each stream count in turn until one fails; the answer is the last that held."""
-    steps: list[Step] = []
-    answer = 0
-    for streams in streams_to_try:
+
+    async def measure(streams: int) -> StepLoad:
         shape = LoadShape(streams, fps, duration_s=hold_s, ramp_up_s=1.0, warm_up_s=warm_up_s)
         before = scrape(metrics_url) if metrics_url else None
         result = await run_load(
@@ -62,24 +69,21 @@ async def capacity_search(
         )
         after = scrape(metrics_url) if metrics_url else None
         summary = summarize(result)
-        overall = summary["overall"]
-        passed, why = objective.verdict(overall)
         view = asdict(server_view(before, after)) if before is not None else None
         refused = view["streams_refused"] if view else summary["refused_calls"]
-        if passed and refused:
-            # A refused call is a call not carried, whatever the figures of the others.
-            passed, why = False, f"refused {refused:.0f} calls"
-        if passed and summary["reconnects"]:
-            # A replica that refused or lost streams does not carry this load, whatever the
-            # figures of the frames that got through.
-            passed, why = False, f"reconnects {summary['reconnects']}"
-        steps.append(Step(streams, passed, why, overall, view))
+        return StepLoad(summary["overall"], view, refused, summary["reconnects"])
+
+    steps: list[Step] = []
+
+    def record(trial: Trial[StepLoad]) -> None:
+        steps.append(
+            Step(trial.calls, trial.passed, trial.why, trial.figures.client, trial.figures.server)
+        )
         if on_step:
             on_step(steps[-1])
-        if not passed:
-            break
-        answer = streams
-    return steps, answer
+
+    outcome = await search(measure, objective, StepUp(streams_to_try), record)
+    return steps, outcome.held
 
 
 def step_table(steps: list[Step]) -> str:

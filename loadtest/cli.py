@@ -14,10 +14,11 @@ from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-from loadtest.capacity import Objective, Step, capacity_search, step_table
+from loadtest.capacity import Step, capacity_search, step_table
 from loadtest.frames import mean_frame_kilobytes, video_sequence
 from loadtest.generator import LoadShape, run_load, terminal_progress
 from loadtest.local_server import ServerProcess
+from loadtest.objective import Objective
 from loadtest.stats import summarize
 from segmentation.v1 import segmentation_pb2 as pb
 
@@ -73,9 +74,7 @@ async def _capacity(args: argparse.Namespace, name: str, flags: list[str]) -> di
     objective = Objective(args.objective_ms, args.max_drop)
     with _server(args, flags) as server:
         target = args.target or server.target
-        metrics_url = args.metrics_url or (
-            f"http://127.0.0.1:{server.metrics_port}/metrics" if server else None
-        )
+        metrics_url = args.metrics_url or (server.metrics_url if server else None)
         print(f"\n{name}: capacity search on {target} at {args.fps:g} FPS per stream")
         print(step_table([]))
         steps, answer = await capacity_search(

@@ -76,6 +76,7 @@ class ServerProcess:
 
         self.port = port or free_port()
         self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.target = f"{host}:{self.port}"
         script = Path(sys.executable).parent / "segmentation-server"
         # Where the project is not installed (a checkout on the GPU host), the module runs it.

@@ -106,7 +106,8 @@ def _markdown(results: dict) -> str:
         "",
         f"{results['fps']:g} FPS per stream, {results['resolution']} frames; objective: p99 "
         f"latency at most {objective['p99_ms']:g} ms from the scheduled send, at most "
-        f"{objective['max_drop_ratio']:.0%} of frames dropped, no errors. Machine: "
+        f"{objective['max_drop_ratio']:.0%} of frames dropped, no errors, no call refused and "
+        f"no stream reconnected. Machine: "
         f"{results['machine']}. Each step held {results['hold_s']:g} s after a "
         f"{results['warm_up_s']:g} s warm-up.",
         "",

@@ -21,6 +21,15 @@ def scrape(metrics_url: str) -> Samples:
     }
 
 
+def ok_frames(metrics_url: str) -> float:
+    """The frames the server has answered OK since it started (its own counter)."""
+    return sum(
+        value
+        for (name, labels), value in scrape(metrics_url).items()
+        if name == "segmentation_frames_total" and ("outcome", "ok") in labels
+    )
+
+
 @dataclass(frozen=True)
 class ServerView:
     frames_ok: float

@@ -21,17 +21,19 @@ import numpy as np
 
 from models import torch_layers
 from models.registry import ModelSpec
+from models.tflite_operators import (
+    OperatorContext,
+    OperatorTable,
+    check_shape,
+    constant_values,
+    same_padding,
+)
 from models.tflite_reader import (
     TRANSPOSE_CONV_BIAS,
     ConversionError,
-    OperatorContext,
-    OperatorTable,
     TFLiteGraph,
     UnsupportedOperatorError,
-    check_shape,
-    constant_values,
     read_tflite,
-    same_padding,
 )
 
 if TYPE_CHECKING:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from loadtest import bench_gpu
-from loadtest.gpu_load import LoadRun, calls_held, stream_shares
-from loadtest.gpu_run import Section
+from loadtest.bench.gpu import main as bench_gpu
+from loadtest.bench.gpu.load import LoadRun, calls_held, stream_shares
+from loadtest.bench.gpu.run import Section
 from loadtest.local_server import ServerProcess
 
 NEED_CUDA = {"graphs", "memory"}
@@ -25,7 +25,7 @@ def test_the_cpu_dry_run_runs_every_section_and_exits_0(
 ) -> None:
     out = tmp_path / "bench"
     done = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench_gpu", "--device", "cpu", "--quick",
+        [sys.executable, "-m", "loadtest.bench.gpu", "--device", "cpu", "--quick",
          "--out", str(out), "--model-dir", str(next(iter(model_paths.values())).parent)],
         capture_output=True, text=True, timeout=360,
     )  # fmt: skip
@@ -78,7 +78,7 @@ def test_a_failing_section_keeps_the_others_figures(
 def test_asking_for_cuda_without_it_fails_at_once(tmp_path: Path) -> None:
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench_gpu", "--out", str(tmp_path)],
+        [sys.executable, "-m", "loadtest.bench.gpu", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2 and "sees no CUDA device" in done.stderr

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from loadtest.bench_service import OVERHEAD_RESOLUTION, serving_overhead
+from loadtest.bench.service import OVERHEAD_RESOLUTION, serving_overhead
 from loadtest.process_cpu import GROUPS
 
 

@@ -3,7 +3,7 @@ figures say what smoothing is for: less flicker on a still scene, the more the s
 
 from __future__ import annotations
 
-from loadtest.bench_quality import measure_quality
+from loadtest.bench.quality import measure_quality
 from tests.helpers import loopback_config
 
 

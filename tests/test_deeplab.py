@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from loadtest.bench_deeplab import bench_deeplab
+from loadtest.bench.deeplab import bench_deeplab
 from models.deeplab import (
     PASCAL_CLASSES,
     PERSON_CLASS,

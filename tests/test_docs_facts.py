@@ -1,28 +1,19 @@
-"""The facts the documents state that the code can check: every repository path and module
-they cite exists, and every engine the code builds is named wherever the engines are listed.
-The image's size is checked against the built image by the container test."""
+"""The facts the documents state that the code can check: every repository path they cite
+exists, every command they run is installed, and every engine the code builds is named wherever
+the engines are listed. The modules and scripts they run are checked by test_readme, the image's
+size against the built image by the container test."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import tomllib
-from pathlib import Path
 from typing import get_args
 
 from service.engines.selection import EngineName
-from tests.test_readme import code_block_lines
+from tests.test_readme import DOCUMENTS, ROOT, code_block_lines
 
-ROOT = Path(__file__).parent.parent
-DOCUMENTS = [
-    ROOT / "README.md",
-    *sorted((ROOT / "docs").glob("*.md")),
-    ROOT / "loadtest" / "README.md",
-]
 # A path inside the repository, in backticks: `service/frames/selection.py`, `tests/x.py::test`.
 CITED_PATH = re.compile(r"`((?:service|clients|loadtest|tests|models|deploy|proto|docs)/[\w./-]*)")
-CITED_MODULE = re.compile(r"python -m ([a-z_][\w.]*)")
-CITED_SCRIPT = re.compile(r"\bbash ((?:loadtest|deploy|tests)/[\w./-]+\.sh)")
 ENGINES = [name for name in get_args(EngineName) if name != "auto"]
 # A command of ours that starts a line of a fenced code block: `segmentation-loadtest run ...`.
 COMMAND_LINE = re.compile(r"^\s*(?:\$ )?(segmentation-[a-z-]+)\b")
@@ -33,22 +24,10 @@ def test_every_repository_path_a_document_cites_exists() -> None:
     missing = [
         f"{document.relative_to(ROOT)}: {path}"
         for document in DOCUMENTS
-        for pattern in (CITED_PATH, CITED_SCRIPT)
-        for path in (match.group(1).rstrip(".") for match in pattern.finditer(document.read_text()))
-        if not (ROOT / path).exists()
+        for match in CITED_PATH.finditer(document.read_text())
+        if not (ROOT / (path := match.group(1).rstrip("."))).exists()
     ]
     assert not missing, "documents cite paths that do not exist:\n" + "\n".join(missing)
-
-
-def test_every_module_a_document_runs_with_python_m_exists() -> None:
-    modules = {
-        match.group(1)
-        for document in [*DOCUMENTS, ROOT / "Makefile"]
-        for match in CITED_MODULE.finditer(document.read_text())
-    }
-    assert modules, "no `python -m` command found: the pattern no longer matches the documents"
-    missing = sorted(module for module in modules if importlib.util.find_spec(module) is None)
-    assert not missing, f"documents run modules that do not exist: {missing}"
 
 
 def test_every_engine_is_named_where_the_engines_are_listed() -> None:

@@ -1,9 +1,10 @@
 """The README and the guides in docs/ say what the code does: the command CI runs, every
-setting with its default, every folder and top-level module of `service/`, links that resolve
-and make targets that exist."""
+setting with its default, every folder and top-level module of `service/`, links that resolve,
+make targets that exist, and the modules and scripts they run."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -117,6 +118,25 @@ def test_links_between_the_documents_resolve() -> None:
                 if fragment not in {anchor(heading.replace("`", "")) for heading in headings}:
                     broken.append(f"{document.relative_to(ROOT)}: {target}#{fragment}")
     assert not broken, f"links that lead nowhere: {broken}"
+
+
+def test_the_modules_and_scripts_the_documents_run_exist() -> None:
+    """`python -m NAME` and `bash PATH` in the documents and the Makefile: a module that runs
+    (a package with its `__main__`) and a script that is there, so that a move renames them
+    everywhere at once."""
+    missing = []
+    for document in [*DOCUMENTS, ROOT / "Makefile"]:
+        text = document.read_text()
+        for module in set(re.findall(r"\bpython3? -m ([A-Za-z_][\w.]*\w)", text)) - {"venv"}:
+            spec = importlib.util.find_spec(module)
+            if spec is not None and spec.submodule_search_locations is not None:
+                spec = importlib.util.find_spec(f"{module}.__main__")
+            if spec is None:
+                missing.append(f"{document.relative_to(ROOT)}: python -m {module}")
+        for script in set(re.findall(r"\bbash ([\w./-]+\.sh)\b", text)):
+            if not (ROOT / script).is_file():
+                missing.append(f"{document.relative_to(ROOT)}: bash {script}")
+    assert not missing, f"commands that name nothing: {sorted(missing)}"
 
 
 def test_the_make_commands_cited_exist_and_take_no_options() -> None:

@@ -16,7 +16,7 @@ import textwrap
 import time
 
 from loadtest.local_server import free_port
-from segmentation_client.client import RENEW_AFTER_REFUSED_S
+from segmentation_client.channels import RENEW_AFTER_REFUSED_S
 from service.app import RunningService, running_server
 from tests.helpers import loopback_config
 from tests.replica_dns import REPLICAS, ReplicasResolver, dns_server, dns_target

@@ -14,12 +14,12 @@ import torch
 
 from models import torch_layers, torch_target
 from models.registry import MODELS, model_spec
+from models.tflite_operators import same_padding
 from models.tflite_reader import (
     TRANSPOSE_CONV_BIAS,
     ConversionError,
     UnsupportedOperatorError,
     read_tflite,
-    same_padding,
 )
 from models.torch_target import build_torch_module
 from models.verify import TOLERANCE, photo_frames, verify_torch

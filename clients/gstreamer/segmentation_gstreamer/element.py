@@ -10,39 +10,33 @@ Three threads, none of which waits on another's round trip:
   once answered, and pushes them downstream with their timestamps, duration and flags.
 
 The parts with a job of their own: `properties` (what GObject declares), `settings` (property
-values to the stream's settings), `caps`, and `output` (an answer plus the last mask to the
-output frame).
+values to the stream's settings), `caps`, `output` (an answer plus the last mask to the output
+frame), and `bus` (a failure as an error message on the bus).
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import time
 
 import gi
 
 gi.require_version("Gst", "1.0")
-import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from gi.repository import GObject, Gst  # noqa: E402
 
-from segmentation_client import FrameToSend, SegmentationError  # noqa: E402
+from segmentation_client import FrameToSend  # noqa: E402
+from segmentation_gstreamer import bus  # noqa: E402
 from segmentation_gstreamer import caps as element_caps  # noqa: E402
 from segmentation_gstreamer.frames import FrameCodec, Layout  # noqa: E402
 from segmentation_gstreamer.in_flight import InFlight, PendingFrame  # noqa: E402
 from segmentation_gstreamer.output import OutputPolicy  # noqa: E402
 from segmentation_gstreamer.properties import PROPERTIES  # noqa: E402
 from segmentation_gstreamer.session import StreamSession  # noqa: E402
-from segmentation_gstreamer.settings import choice_error, stream_settings  # noqa: E402
-
-# How a refusal reaches the bus: the GStreamer error code, and the reason in words.
-REFUSALS = {
-    grpc.StatusCode.UNAUTHENTICATED: (Gst.ResourceError.NOT_AUTHORIZED, "the token was refused"),
-    grpc.StatusCode.NOT_FOUND: (Gst.ResourceError.NOT_FOUND, "the model is unknown"),
-    grpc.StatusCode.UNAVAILABLE: (Gst.ResourceError.OPEN_READ_WRITE, "no replica answered"),
-    grpc.StatusCode.INVALID_ARGUMENT: (Gst.ResourceError.SETTINGS, "the settings were refused"),
-}
+from segmentation_gstreamer.settings import (  # noqa: E402
+    choice_error,
+    default_stream_id,
+    stream_settings,
+)
 
 
 class SegmentationFilter(Gst.Element):
@@ -111,7 +105,7 @@ class SegmentationFilter(Gst.Element):
             try:
                 self._start()
             except OSError as error:  # a TLS or background file that cannot be read
-                self._post_error(Gst.ResourceError.OPEN_READ, f"segmentation: {error}")
+                bus.post_error(self, Gst.ResourceError.OPEN_READ, f"segmentation: {error}")
                 return Gst.StateChangeReturn.FAILURE
         result = Gst.Element.do_change_state(self, transition)
         if transition == Gst.StateChange.PAUSED_TO_READY:
@@ -120,7 +114,7 @@ class SegmentationFilter(Gst.Element):
 
     def _start(self) -> None:
         s = self._settings
-        settings = stream_settings(s, s["stream-id"] or self._default_stream_id())
+        settings = stream_settings(s, s["stream-id"] or default_stream_id(self))
         self._in_flight = InFlight(s["max-in-flight"])
         self._flow = Gst.FlowReturn.OK
         self._next_frame_id = 0
@@ -131,15 +125,6 @@ class SegmentationFilter(Gst.Element):
     def _stop(self) -> None:
         if self._session is not None:
             self._session.stop()
-
-    def _default_stream_id(self) -> str:
-        # Unique across hosts and processes: a stream id already open on a replica is taken
-        # over, which would end another pipeline's stream of the same element name.
-        names, element = [], self
-        while element is not None:  # the element's name, then its bins' up to the pipeline
-            names.append(element.get_name())
-            element = element.get_parent()
-        return "/".join([socket.gethostname(), str(os.getpid()), *reversed(names)])
 
     # The streaming thread
 
@@ -257,8 +242,8 @@ class SegmentationFilter(Gst.Element):
             if result in (Gst.FlowReturn.NOT_LINKED, Gst.FlowReturn.NOT_NEGOTIATED) or (
                 result < Gst.FlowReturn.EOS
             ):
-                self._post_error(
-                    Gst.StreamError.FAILED, f"streaming stopped: {Gst.flow_get_name(result)}"
+                bus.post_error(
+                    self, Gst.StreamError.FAILED, f"streaming stopped: {Gst.flow_get_name(result)}"
                 )
             self.srcpad.pause_task()
 
@@ -294,22 +279,9 @@ class SegmentationFilter(Gst.Element):
 
     def _on_stream_failure(self, failure: Exception) -> None:
         """The stream cannot go on: the reason goes on the bus, then both threads stop."""
-        code, reason = Gst.ResourceError.FAILED, "the stream failed"
-        if isinstance(failure, SegmentationError):
-            code, reason = REFUSALS.get(failure.code, (code, reason))
-        self._post_error(code, f"segmentation service: {reason}: {failure}")
+        bus.post_error(self, *bus.stream_failure(failure))
         self._flow = Gst.FlowReturn.ERROR
         self._in_flight.fail(failure)
-
-    def _post_error(self, code: Gst.ResourceError | Gst.StreamError, text: str) -> None:
-        domain = (
-            Gst.resource_error_quark()
-            if isinstance(code, Gst.ResourceError)
-            else Gst.stream_error_quark()
-        )
-        self.message_full(
-            Gst.MessageType.ERROR, domain, int(code), text, text, __file__, "segmentation", 0
-        )
 
 
 GObject.type_register(SegmentationFilter)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,3 +61,15 @@ def composite(values: Mapping[str, Any]) -> pb.Composite | None:
 
 def read_file(path: str) -> bytes | None:
     return Path(path).read_bytes() if path else None
+
+
+def default_stream_id(element: Any) -> str:
+    """The stream id of an element that sets none: the host, the process, and the element's
+    name with its bins' up to the pipeline. Unique across hosts and processes, since a stream id
+    already open on a replica is taken over, which would end another pipeline's stream of the
+    same element name."""
+    names = []
+    while element is not None:
+        names.append(element.get_name())
+        element = element.get_parent()
+    return "/".join([socket.gethostname(), str(os.getpid()), *reversed(names)])

@@ -3,9 +3,9 @@
 # runs the GPU benchmark, which ends within its deadline (5 minutes by default). Figures go to
 # $OUT/bench-gpu (or ./bench-gpu) section by section; it exits 1 when a section failed, and
 # names them: rerun those alone with --sections.
-#   bash loadtest/gpu_host.sh [bench_gpu flags...]     e.g. --sections encode-race,load-4
+#   bash loadtest/bench/gpu/host.sh [flags of loadtest.bench.gpu...]  e.g. --sections load-4
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 CARRY=$PWD/.gpu-carry
 SITE=/tmp/gpu-site
 PYTHON=${PYTHON:-python3}  # the interpreter with torch and torchvision
@@ -29,4 +29,4 @@ import torch
 vision = importlib.util.find_spec("torchvision") and __import__("torchvision").__version__
 print("torch", torch.__version__, "torchvision", vision or "none", "cuda", torch.cuda.is_available())
 PY
-exec $PYTHON -m loadtest.bench_gpu --model-dir "$CARRY/models" --out "${OUT:-.}/bench-gpu" "$@"
+exec $PYTHON -m loadtest.bench.gpu --model-dir "$CARRY/models" --out "${OUT:-.}/bench-gpu" "$@"

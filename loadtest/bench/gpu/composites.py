@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.gpu_bench import Bench, size_of, through
-from loadtest.gpu_run import CheckFailed
+from loadtest.bench.gpu.bench import Bench, size_of, through
+from loadtest.bench.gpu.run import CheckFailed
 from service.frames.gpu_device import CudaFrameDevice
 
 

@@ -6,7 +6,7 @@ and 2 normal streams at 30 FPS from `segmentation-loadtest run` in another, agai
 its default bound of unwritten answers per stream, and again with a bound so large that it
 behaves like the server before the bound, and prints both side by side.
 
-    python -m loadtest.bench_stall [--seconds 30] [--server-flags "..."] [--json out.json]
+    python -m loadtest.bench.stall [--seconds 30] [--server-flags "..."] [--json out.json]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from loadtest.bench.process_memory import rss_mb
 from loadtest.local_server import ServerProcess
-from loadtest.process_memory import rss_mb
 
 FPS = 30.0
 WIDTH, HEIGHT = 640, 480
@@ -93,7 +93,7 @@ def bench_stall(seconds: float = 30.0, server_flags: list[str] | None = None) ->
         load_json = Path(scratch) / "normal.json"
         rss = [rss_mb(pid)]
         stalled = subprocess.Popen(
-            [sys.executable, "-m", "loadtest.bench_stall", "--stall-target", server.target,
+            [sys.executable, "-m", "loadtest.bench.stall", "--stall-target", server.target,
              "--seconds", str(seconds)],
             stdout=subprocess.PIPE,
             text=True,
@@ -200,7 +200,7 @@ def _side_by_side(bounded: dict, unbounded: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_stall", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.stall", description=__doc__)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the stall")
     parser.add_argument(
         "--server-flags",

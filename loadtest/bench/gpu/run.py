@@ -93,7 +93,8 @@ def run_sections(bench: Any, sections: list[Section], out: Output) -> dict[str, 
         section_out = bench.out = SectionOutput()
         started = time.monotonic()
         failure = None
-        print(f"[bench_gpu] {section.name}: starting, about {expected_s:.0f} s", file=sys.stderr)
+        print(f"[loadtest.bench.gpu] {section.name}: starting, about {expected_s:.0f} s",
+              file=sys.stderr)  # fmt: skip
         try:
             if section.needs_cuda and not bench.cuda:
                 raise Skipped("no CUDA")

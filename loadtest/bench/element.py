@@ -1,4 +1,4 @@
-"""`python -m loadtest.bench_element`: what the `segmentation` GStreamer element costs its own
+"""`python -m loadtest.bench.element`: what the `segmentation` GStreamer element costs its own
 process per frame, beside what the service spends on the same frames, in one run.
 
 1. The element's steps alone, on one thread (CPU time, 640x480): the frame's JPEG encode (from

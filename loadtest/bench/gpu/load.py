@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.local_server import ServerProcess
+from loadtest.objective import BENCHMARK_OBJECTIVE
 from loadtest.process_cpu import sample
-from loadtest.server_metrics import scrape
+from loadtest.search import Bisection, search_blocking
+from loadtest.server_metrics import ok_frames
 
 FPS = 30.0
 
@@ -35,9 +37,11 @@ class LoadRun:
     server_cpu_ms_per_frame: float  # all servers' CPU over the frames they answered OK
     generator_cpu_cores: float  # the generators' CPU time over the run's wall time
     mean_batch_size: float
+    refused_calls: int = 0  # calls no replica had room for: not carried
+    reconnects: int = 0
 
-    def holds(self, p99_ms: float = 100.0, max_drop: float = 0.01) -> bool:
-        return self.p99_ms <= p99_ms and self.drop_ratio <= max_drop and not self.error_ratio
+    def holds(self) -> bool:
+        return BENCHMARK_OBJECTIVE.holds(self)
 
     def line(self) -> str:
         return (
@@ -79,20 +83,10 @@ class Servers:
         self._stack.close()
 
     def ok_frames(self) -> float:
-        return sum(_ok_frames(server) for server in self.processes)
+        return sum(ok_frames(server.metrics_url) for server in self.processes)
 
     def cpu_s(self) -> float:
         return sum(sample(server.process.pid).total_s for server in self.processes)
-
-
-def _ok_frames(server: ServerProcess) -> float:
-    return sum(
-        value
-        for (name, labels), value in scrape(
-            f"http://127.0.0.1:{server.metrics_port}/metrics"
-        ).items()
-        if name == "segmentation_frames_total" and ("outcome", "ok") in labels
-    )
 
 
 def run_load(
@@ -126,7 +120,7 @@ def run_load(
         for streams, report, process in running:
             if process.wait() != 0:
                 raise RuntimeError(f"a load generator failed (exit {process.returncode})")
-            reports.append((streams, json.loads(report.read_text())["overall"]))
+            reports.append((streams, json.loads(report.read_text())))
     wall_s = time.monotonic() - started
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     generator_cpu_s = (children.ru_utime - children_before.ru_utime) + (
@@ -134,18 +128,23 @@ def run_load(
     )
     ok = servers.ok_frames() - ok_before
     total_streams = sum(streams for streams, _ in reports)
+
+    def mean(figure: str) -> float:  # over the generators, weighted by their streams
+        return sum(streams * s["overall"][figure] for streams, s in reports) / total_streams
+
     return LoadRun(
         servers=servers.count,
         calls=calls,
         resolution=resolution,
-        answered_per_s=sum(streams * o["fps_per_stream"] for streams, o in reports),
-        p99_ms=max(o["latency_ms"]["p99"] for _, o in reports),
-        drop_ratio=sum(streams * o["drop_ratio"] for streams, o in reports) / total_streams,
-        error_ratio=sum(streams * o["error_ratio"] for streams, o in reports) / total_streams,
+        answered_per_s=sum(streams * s["overall"]["fps_per_stream"] for streams, s in reports),
+        p99_ms=max(s["overall"]["latency_ms"]["p99"] for _, s in reports),
+        drop_ratio=mean("drop_ratio"),
+        error_ratio=mean("error_ratio"),
         server_cpu_ms_per_frame=(servers.cpu_s() - cpu_before) * 1e3 / max(ok, 1),
         generator_cpu_cores=generator_cpu_s / wall_s,
-        mean_batch_size=sum(streams * o["mean_batch_size"] for streams, o in reports)
-        / total_streams,
+        mean_batch_size=mean("mean_batch_size"),
+        refused_calls=sum(s["refused_calls"] for _, s in reports),
+        reconnects=sum(s["reconnects"] for _, s in reports),
     )
 
 
@@ -169,17 +168,15 @@ def calls_held(
     high: int,
     report: Callable[[LoadRun], None],
     more_time: Callable[[], bool] = lambda: True,
+    guess: int | None = None,
 ) -> tuple[int, int]:
     """The most calls that hold the objective, by bisection between `low` (assumed to hold;
-    0 for none) and `high` (assumed to fail), to within 5% of `high` or one call, or until
-    `more_time()` says no: (the most that held, the fewest that failed)."""
-    tolerance = max(1, round(high * 0.05))
-    while high - low > tolerance and more_time():
-        middle = (low + high) // 2
-        run = measure(middle)
-        report(run)
-        if run.holds():
-            low = middle
-        else:
-            high = middle
-    return low, high
+    0 for none) and `high` (assumed to fail), `guess` first when given, to within 5% of
+    `high` or one call, or until `more_time()` says no: (the most that held, the fewest that
+    failed)."""
+    bisection = Bisection(low, high, more_time, guess)
+    outcome = search_blocking(
+        measure, BENCHMARK_OBJECTIVE, bisection, lambda trial: report(trial.figures)
+    )
+    assert outcome.failed is not None  # a bisection keeps a count that fails
+    return outcome.held, outcome.failed

@@ -1,8 +1,8 @@
 """`make bench`: what a frame costs, and what the service spends on it, in one run.
 
 1. The floor: each step a frame needs (decode, resize, inference, mask upscale, encode),
-   measured alone on one core in its cheapest configuration (`loadtest/bench_floor.py`).
-2. The service under open-loop load (`loadtest/bench_service.py`): a server process, the
+   measured alone on one core in its cheapest configuration (`loadtest/bench/floor.py`).
+2. The service under open-loop load (`loadtest/bench/service.py`): a server process, the
    generator in a process of its own, the server's own CPU time per OK frame by thread group
    (event loop, codec, engine, other), latency and drops; its ratio to the floor; one call
    alone; the front end alone (engine `model-free`), which tells how many frames one server
@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from loadtest.bench_deeplab import bench_deeplab
-from loadtest.bench_floor import format_floor
-from loadtest.bench_quality import bench_quality
-from loadtest.bench_service import (
+from loadtest.bench.deeplab import bench_deeplab
+from loadtest.bench.floor import format_floor
+from loadtest.bench.process_memory import rss_mb
+from loadtest.bench.quality import bench_quality
+from loadtest.bench.service import (
     OVERHEAD_FLAGS,
     OVERHEAD_MASK_ENCODING,
     OVERHEAD_RESOLUTION,
@@ -40,8 +41,8 @@ from loadtest.bench_service import (
     serving_overhead,
 )
 from loadtest.local_server import ServerProcess
+from loadtest.objective import BENCHMARK_OBJECTIVE
 from loadtest.process_cpu import GROUPS
-from loadtest.process_memory import rss_mb
 from models.fetch import ensure_model_files
 from models.registry import model_spec
 from service.config import ServiceConfig
@@ -86,7 +87,7 @@ def bench_engine_batches(config: ServiceConfig) -> None:
 def _floor(resolutions: list[str]) -> dict[str, dict[str, float]]:
     """The floor of each resolution, measured in a process pinned to one core."""
     output = subprocess.run(
-        [sys.executable, "-m", "loadtest.bench_floor", "--resolutions", ",".join(resolutions)],
+        [sys.executable, "-m", "loadtest.bench.floor", "--resolutions", ",".join(resolutions)],
         check=True,
         capture_output=True,
         text=True,
@@ -263,7 +264,7 @@ def main() -> None:
         bench_overhead(args.seconds, args.baseline, args.overhead_rounds)
 
     if "capacity" in sections:
-        print("\nCalls carried at 30 FPS (p99 <= 100 ms, <= 1% dropped, no errors):")
+        print(f"\nCalls carried at 30 FPS ({BENCHMARK_OBJECTIVE.terms()}):")
         for label, step_flags, resolution, checkout in (
             ("640x480, dynamic batching", flags, "640x480", None),
             ("640x480, batches of one", [*flags, "--max-batch-size", "1"], "640x480", None),

@@ -2,7 +2,7 @@
 cheapest configuration, with the libraries the service uses. What a server spends per frame
 beyond the sum of these is the cost of serving.
 
-Run as `python -m loadtest.bench_floor` (it pins itself to one core and prints JSON), or
+Run as `python -m loadtest.bench.floor` (it pins itself to one core and prints JSON), or
 through `make bench`, which runs it in a process of its own so that the pinning stays there.
 """
 
@@ -88,7 +88,7 @@ def format_floor(width: int, height: int, floor: dict[str, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m loadtest.bench_floor", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench.floor", description=__doc__)
     parser.add_argument("--resolutions", default="640x480,1280x720")
     parser.add_argument("--core", type=int, default=max(os.sched_getaffinity(0)))
     args = parser.parse_args()

@@ -1,5 +1,5 @@
 """The GPU figures, in one run that ends within its deadline (5 minutes by default) on the GPU
-host, in sections that cannot lose each other's figures (`gpu_run`). Self-checks first, so a
+host, in sections that cannot lose each other's figures (`run.py`). Self-checks first, so a
 run that goes wrong says where before the long load sections:
 
     environment      torch, CUDA, cuDNN, torchvision and its build, the GPU and its driver, the
@@ -24,7 +24,7 @@ resolution, at most 2 server processes, the device work through `CpuFrameDevice`
 minutes on 2 cores): it proves the script end to end, not the figures. The exit status is 1
 when a section FAILED, 2 when CUDA was asked for and is missing.
 
-    python -m loadtest.bench_gpu [--device cuda|cpu] [--out bench-gpu] [--quick]
+    python -m loadtest.bench.gpu [--device cuda|cpu] [--out bench-gpu] [--quick]
                                  [--sections NAME,...] [--deadline-s 290]
 """
 
@@ -36,25 +36,25 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtest import gpu_checks, gpu_composites, gpu_figures
-from loadtest.gpu_bench import Bench
-from loadtest.gpu_run import Deadline, Output, Section, run_sections
+from loadtest.bench.gpu import checks, composites, decode_checks, figures
+from loadtest.bench.gpu.bench import Bench
+from loadtest.bench.gpu.run import Deadline, Output, Section, run_sections
 
 # In the order they run. The seconds are estimates (GPU host, CPU dry run): a section is
 # skipped when less than that is left; the load sections need at least that and take more.
 SECTIONS = [
-    Section("environment", gpu_checks.environment, 5, 3),
-    Section("frame-path", gpu_checks.frame_path, 30, 8),
-    Section("decode-accuracy", gpu_checks.decode_accuracy, 5, 3),
-    Section("damaged-frames", gpu_checks.damaged_frames, 8, 5),
-    Section("encode-race", gpu_composites.encode_race, 10, 5),
-    Section("composites", gpu_composites.composites, 5, 4),
-    Section("graphs", gpu_checks.graphs, 15, 0, needs_cuda=True),
-    Section("memory", gpu_checks.memory, 15, 0, needs_cuda=True),
-    Section("model", gpu_figures.model, 25, 5),
-    Section("path", gpu_figures.path, 15, 8),
-    Section("load-1", gpu_figures.load_1, 40, 20),
-    Section("load-4", gpu_figures.load_4, 50, 25),
+    Section("environment", checks.environment, 5, 3),
+    Section("frame-path", checks.frame_path, 30, 8),
+    Section("decode-accuracy", decode_checks.decode_accuracy, 5, 3),
+    Section("damaged-frames", decode_checks.damaged_frames, 8, 5),
+    Section("encode-race", composites.encode_race, 10, 5),
+    Section("composites", composites.composites, 5, 4),
+    Section("graphs", checks.graphs, 15, 0, needs_cuda=True),
+    Section("memory", checks.memory, 15, 0, needs_cuda=True),
+    Section("model", figures.model, 25, 5),
+    Section("path", figures.path, 15, 8),
+    Section("load-1", figures.load_1, 40, 20),
+    Section("load-4", figures.load_4, 50, 25),
 ]
 NAMES = [section.name for section in SECTIONS]
 
@@ -73,7 +73,7 @@ def _sections(text: str) -> list[str]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest.bench_gpu",
+        prog="python -m loadtest.bench.gpu",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -138,8 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = Deadline(args.deadline_s - (time.monotonic() - started))
     args.model_dir = args.model_dir or default_model_dir()
     out = Output(args.out)
-    out.line(f"# bench_gpu on {args.device}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, sections "
-             f"{','.join(args.sections)}, deadline {args.deadline_s:.0f} s")  # fmt: skip
+    out.line(f"# loadtest.bench.gpu on {args.device}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, "
+             f"sections {','.join(args.sections)}, deadline {args.deadline_s:.0f} s")  # fmt: skip
     bench = Bench(args, out, deadline)
     try:
         chosen = [section for section in SECTIONS if section.name in args.sections]

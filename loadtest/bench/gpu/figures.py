@@ -1,6 +1,6 @@
 """The GPU benchmark's figures, after its self-checks: the model alone, the frame path per
 frame (CPU-ms, and GPU-ms from the device's own events), and server processes under open-loop
-load. Each is a section of `gpu_run`; the load sections fit their bisections into the time
+load. Each is a section of `run.py`; the load sections fit their bisections into the time
 the run's deadline leaves them."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from loadtest.gpu_bench import Bench, size_of, through
-from loadtest.gpu_load import FPS, LoadRun, Servers, calls_held, run_load
+from loadtest.bench.gpu.bench import Bench, size_of, through
+from loadtest.bench.gpu.load import FPS, LoadRun, Servers, calls_held, run_load
+from loadtest.objective import BENCHMARK_OBJECTIVE
+from loadtest.search import bisection_tolerance
 
 
 def _synchronize(device: str) -> None:
@@ -173,7 +175,7 @@ def _load(bench: Bench, servers: int, resolutions: list[str], share: float) -> N
     run_s = args.hold_s + args.warm_up_s + 4.0  # a generator's start and ramp-up included
 
     def report(run: LoadRun) -> None:
-        out.line("  " + run.line() + ("  holds" if run.holds() else "  FAILS"))
+        out.line(f"  {run.line()}  {BENCHMARK_OBJECTIVE.mark(run)}")
         out.record("load", **run.__dict__)
 
     ready_s = min(60.0 + 30.0 * servers, max(10.0, bench.deadline.left_s() - run_s))
@@ -201,18 +203,15 @@ def _load(bench: Bench, servers: int, resolutions: list[str], share: float) -> N
 
             # The first guess near where the objective usually breaks, so that a bisection cut
             # short by the deadline still brackets the answer closely.
-            low = 0
-            if more_time():
-                guess = measure(max(1, int(high * 0.8)))
-                report(guess)
-                low, high = (guess.calls, high) if guess.holds() else (low, guess.calls)
-            low, high = calls_held(measure, low, high, report, more_time)
-            cut = "" if high - low <= max(1, round(high * 0.05)) else (
-                f" (bisection cut short by the deadline: {high} fail)")  # fmt: skip
+            low, fails = calls_held(
+                measure, 0, high, report, more_time, guess=max(1, int(high * 0.8))
+            )
+            cut = "" if fails - low <= bisection_tolerance(high) else (
+                f" (bisection cut short by the deadline: {fails} fail)")  # fmt: skip
             out.line(f"{resolution}: {low} calls at 30 FPS hold the objective with {servers} "
                      f"server process(es){cut}")  # fmt: skip
             out.record("calls_held", servers=servers, resolution=resolution, calls=low,
-                       fails_at=high)  # fmt: skip
+                       fails_at=fails)  # fmt: skip
 
 
 def load_1(bench: Bench) -> None:

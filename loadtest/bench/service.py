@@ -6,6 +6,7 @@ sharing the machine does not count against the server.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -15,8 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loadtest.local_server import ServerProcess
+from loadtest.objective import BENCHMARK_OBJECTIVE
 from loadtest.process_cpu import GROUPS, CpuSample, sample
-from loadtest.server_metrics import scrape
+from loadtest.search import StepUp, Trial, search_blocking
+from loadtest.server_metrics import ok_frames
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,8 @@ class LoadFigures:
     drop_ratio: float
     error_ratio: float
     mean_batch_size: float
+    refused_calls: int  # calls no replica had room for: not carried
+    reconnects: int
 
     def line(self) -> str:
         groups = ", ".join(f"{group} {self.cpu_ms_per_ok[group]:.2f}" for group in GROUPS)
@@ -40,14 +45,6 @@ class LoadFigures:
             f"OK frames/s, mean batch {self.mean_batch_size:.1f}; server "
             f"{self.cpu_ms_per_ok['total']:.2f} CPU-ms per OK frame ({groups})"
         )
-
-
-def _ok_frames(metrics_url: str) -> float:
-    return sum(
-        value
-        for (name, labels), value in scrape(metrics_url).items()
-        if name == "segmentation_frames_total" and ("outcome", "ok") in labels
-    )
 
 
 def server_env(checkout: Path | None) -> dict[str, str] | None:
@@ -72,9 +69,8 @@ def measure_load(
         ServerProcess(*flags, env=server_env(checkout)) as server,
         tempfile.TemporaryDirectory() as tmp,
     ):
-        metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
         report = Path(tmp) / "run.json"
-        ok_before, cpu_before = _ok_frames(metrics_url), sample(server.process.pid)
+        ok_before, cpu_before = ok_frames(server.metrics_url), sample(server.process.pid)
         subprocess.run(
             [
                 str(Path(sys.executable).parent / "segmentation-loadtest"), "run",
@@ -87,8 +83,9 @@ def measure_load(
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
         cpu: CpuSample = sample(server.process.pid) - cpu_before
-        ok = _ok_frames(metrics_url) - ok_before
-        overall = json.loads(report.read_text())["overall"]
+        ok = ok_frames(server.metrics_url) - ok_before
+        summary = json.loads(report.read_text())
+    overall = summary["overall"]
     per_ok = {group: seconds_ * 1e3 / max(ok, 1) for group, seconds_ in cpu.seconds.items()}
     per_ok["total"] = cpu.total_s * 1e3 / max(ok, 1)
     return LoadFigures(
@@ -102,6 +99,8 @@ def measure_load(
         drop_ratio=overall["drop_ratio"],
         error_ratio=overall["error_ratio"],
         mean_batch_size=overall["mean_batch_size"],
+        refused_calls=summary["refused_calls"],
+        reconnects=summary["reconnects"],
     )
 
 
@@ -127,11 +126,6 @@ def serving_overhead(seconds: float = 10.0, checkout: Path | None = None) -> Loa
     )
 
 
-def holds(figures: LoadFigures, p99_ms: float = 100.0, max_drop: float = 0.01) -> bool:
-    """The capacity objective: p99 within `p99_ms`, at most `max_drop` dropped, no errors."""
-    return figures.p99_ms <= p99_ms and figures.drop_ratio <= max_drop and not figures.error_ratio
-
-
 def calls_carried(
     server_flags: list[str],
     resolution: str = "640x480",
@@ -141,14 +135,14 @@ def calls_carried(
     report: bool = True,
 ) -> tuple[int, list[LoadFigures]]:
     """The most calls at 30 FPS that hold the objective, trying one more call at a time."""
-    carried, steps = 0, []
-    streams = start
-    while True:
-        figures = measure_load(streams, server_flags, seconds, resolution, checkout=checkout)
-        steps.append(figures)
-        if report:
-            print(f"    {figures.line()}  {'holds' if holds(figures) else 'FAILS'}", flush=True)
-        if not holds(figures):
-            return carried, steps
-        carried = streams
-        streams += 1
+
+    def measure(streams: int) -> LoadFigures:
+        return measure_load(streams, server_flags, seconds, resolution, checkout=checkout)
+
+    def show(trial: Trial[LoadFigures]) -> None:
+        print(f"    {trial.figures.line()}  {BENCHMARK_OBJECTIVE.mark(trial.figures)}", flush=True)
+
+    outcome = search_blocking(
+        measure, BENCHMARK_OBJECTIVE, StepUp(itertools.count(start)), show if report else None
+    )
+    return outcome.held, [trial.figures for trial in outcome.trials]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds .gpu-carry/: what the GPU test host lacks for `python -m loadtest.bench_gpu` (it has
+# Builds .gpu-carry/: what the GPU test host lacks for `python -m loadtest.bench.gpu` (it has
 # Python 3.12, PyTorch, torchvision, OpenCV and grpcio, no network). About 31 MB:
 #   wheels/    PyTurboJPEG 1.8.3 (an sdist on PyPI: built here), and for cp312 manylinux x86_64:
 #              grpcio 1.85.3, protobuf 7.36.2, grpcio-health-checking and -reflection 1.85.1 (the
@@ -8,10 +8,11 @@
 #   lib/       Debian's libturbojpeg0, extracted (on LD_LIBRARY_PATH there)
 #   models/    the two selfie .tflite files
 #   stubs/     the generated gRPC stubs (git-ignored, so not in the copied tree)
-# Run it with `make gpu-carry`; loadtest/gpu_host.sh uses it on the GPU host. CARRY_PYTHON=3.11
-# builds it for another Python: a rehearsal of the GPU host's run on a machine without one.
+# Run it with `make gpu-carry`; loadtest/bench/gpu/host.sh uses it on the GPU host.
+# CARRY_PYTHON=3.11 builds it for another Python: a rehearsal of the GPU host's run on a
+# machine without one.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."
 PYTHON=${PYTHON:-.venv/bin/python}
 CARRY=.gpu-carry
 CARRY_PYTHON=${CARRY_PYTHON:-3.12}  # the GPU host's Python, which the wheels are built for

@@ -9,7 +9,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from loadtest.gpu_run import Deadline, Output, SectionOutput
+from loadtest.bench.gpu.run import Deadline, Output, SectionOutput
 from models.registry import model_spec
 
 
