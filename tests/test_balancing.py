@@ -133,3 +133,27 @@ async def test_a_replica_dropping_frames_refuses_new_streams_and_its_neighbour_t
     )
     assert refused >= 1
     assert placed == [True] * 4
+
+
+async def test_unary_calls_cost_the_caller_no_task_of_the_library() -> None:
+    """Unary callers may segment every frame with `segment()`: the channel's renewal watches
+    streams only, so a unary call adds no task beside the caller's own."""
+    async with running_server(loopback_config(models=("selfie-general",))) as service:
+        client = SegmentationClient(service.target)
+        async with client:
+            await client.wait_until_serving()
+            before, frame = asyncio.all_tasks(), video_frame_jpeg(320, 240)
+            calls = [asyncio.create_task(client.segment(frame)) for _ in range(8)]
+            await asyncio.sleep(0)  # every call is on its way
+            during = asyncio.all_tasks() - before - set(calls)
+            answers = await asyncio.gather(*calls)
+            after = asyncio.all_tasks() - before
+    assert all(answer.mask.data for answer in answers)
+    library = [task for task in during | after if "segmentation_client" in _source_of(task)]
+    assert not library, library
+
+
+def _source_of(task: asyncio.Task) -> str:
+    """The file of the coroutine a task runs ("" for a task that runs none of Python's)."""
+    code = getattr(task.get_coro(), "cr_code", None)
+    return code.co_filename if code is not None else ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -25,14 +25,17 @@ RENEW_AT_MOST_EVERY_S = 5.0
 ACCEPTED_AFTER_HEADERS_S = 0.1
 
 Call = TypeVar("Call", bound=grpc.aio.Call)
+Response = TypeVar("Response")
 
 
 class Channels:
     """The client's channel, renewed when every replica it knows refuses new calls.
 
-    Each call is tracked on the channel it was made on (a done-callback): a channel that was
-    renewed closes once its last call ended, since `Channel.close()` cancels the calls still
-    on it; open streams stay where they are, new and reopened calls use the current channel.
+    Each call is counted on the channel it was made on: a channel that was renewed closes once
+    its last call ended, since `Channel.close()` cancels the calls still on it; open streams
+    stay where they are, new and reopened calls use the current channel. Only streams are
+    admitted or refused (RESOURCE_EXHAUSTED names a full replica), so only streams are watched
+    for it; a unary call is counted and nothing more, as it may be made for every frame.
     """
 
     def __init__(self, open_channel: Callable[[], grpc.aio.Channel]) -> None:
@@ -47,12 +50,23 @@ class Channels:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def track(self, call: Call) -> Call:
-        """Counts `call` on the current channel until it ends, and learns from how it ends."""
+        """Counts the stream `call` on the current channel until it ends, and learns from how
+        it ends whether the replicas this channel knows have room."""
         channel = self.current
         self._live[channel] += 1
-        call.add_done_callback(lambda _: self._ended(channel, call))
+        call.add_done_callback(lambda _: self._stream_ended(channel, call))
         self._spawn(self._watch_admission(channel, call))
         return call
+
+    async def answer(self, call: Awaitable[Response]) -> Response:
+        """Awaits the unary `call`, made on the current channel, counted there until it ends:
+        no task and no callback of its own."""
+        channel = self.current
+        self._live[channel] += 1
+        try:
+            return await call
+        finally:
+            self._ended(channel)
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -66,14 +80,19 @@ class Channels:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _ended(self, channel: grpc.aio.Channel, call: grpc.aio.Call) -> None:
+    def _ended(self, channel: grpc.aio.Channel) -> bool:
+        """Uncounts a call; closes a renewed channel after its last. False once closed."""
         if channel not in self._live:
-            return  # the client is closed
+            return False  # the client is closed
         self._live[channel] -= 1
         if channel is not self.current and self._live[channel] == 0:
             del self._live[channel]
             self._spawn(channel.close())
-        self._spawn(self._learn_refusal(channel, call))
+        return True
+
+    def _stream_ended(self, channel: grpc.aio.Channel, call: grpc.aio.Call) -> None:
+        if self._ended(channel):
+            self._spawn(self._learn_refusal(channel, call))
 
     async def _learn_refusal(self, channel: grpc.aio.Channel, call: grpc.aio.Call) -> None:
         if channel is not self.current or await call.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:

@@ -167,7 +167,7 @@ class SegmentationClient:
         while True:
             check = self._channels.current.unary_unary(HEALTH_CHECK)
             try:
-                if await self._channels.track(check(b"", timeout=1.0)) == HEALTH_SERVING:
+                if await self._channels.answer(check(b"", timeout=1.0)) == HEALTH_SERVING:
                     return
             except grpc.aio.AioRpcError:
                 pass  # not listening yet
@@ -177,7 +177,7 @@ class SegmentationClient:
 
     async def list_models(self) -> list[pb.ModelInfo]:
         try:
-            response = await self._channels.track(
+            response = await self._channels.answer(
                 self._channels.stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata)
             )
         except grpc.aio.AioRpcError as error:
@@ -203,7 +203,7 @@ class SegmentationClient:
             mask_encoding=mask_encoding,
         )
         try:
-            return await self._channels.track(
+            return await self._channels.answer(
                 self._channels.stub.Segment(request, timeout=timeout_s, metadata=self._metadata)
             )
         except grpc.aio.AioRpcError as error:
