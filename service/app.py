@@ -111,7 +111,13 @@ async def _load_pipelines(
         name = engine.spec.name
         # Trying nvJPEG on a GPU host takes a moment: not on the event loop.
         path = await asyncio.to_thread(create_frame_path, engine, codec, codec_workers)
-        pipeline = ModelPipeline(engine, path, config.batch_policy, metrics.for_model(name))
+        pipeline = ModelPipeline(
+            engine,
+            path,
+            config.batch_policy,
+            metrics.for_model(name),
+            failing_after_s=config.engine_failing_after_s,
+        )
         pipelines[name] = pipeline
         await pipeline.start()
         metrics.add_model(name, engine.name, engine.device, load=pipeline.batch_runner)
@@ -152,7 +158,6 @@ def _watch_engines(
 
     for name, pipeline in pipelines.items():
         engine_health = pipeline.batch_runner.engine_health
-        engine_health.failing_after_s = config.engine_failing_after_s
         engine_health.on_change(lambda failing, name=name: changed(name, failing))
         engine_health.on_fatal(lambda error, name=name: fatal(name, error))
 

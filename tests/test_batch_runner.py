@@ -42,7 +42,8 @@ class HalfWork:
 
 def make_runner(clock: FakeClock, work: HalfWork, in_flight: int = 2) -> BatchRunner:
     policy = BatchPolicy(max_batch_size=4, max_queue_delay_ms=10.0, max_batches_in_flight=in_flight)
-    return BatchRunner(work, policy, ServiceMetrics().for_model(SPEC.name), SPEC.name, clock)
+    metrics = ServiceMetrics().for_model(SPEC.name)
+    return BatchRunner(work, policy, metrics, SPEC.name, clock, failing_after_s=3.0)
 
 
 async def queue(runner: BatchRunner, item: str) -> asyncio.Task:

@@ -301,7 +301,11 @@ async def test_the_gpu_path_bills_its_decode_and_encode_to_their_stages(
 ) -> None:
     gpu, _ = paths
     pipeline = ModelPipeline(
-        gpu.engine, gpu, BatchPolicy(max_queue_delay_ms=1.0), ServiceMetrics().for_model("m")
+        gpu.engine,
+        gpu,
+        BatchPolicy(max_queue_delay_ms=1.0),
+        ServiceMetrics().for_model("m"),
+        failing_after_s=3.0,
     )
     request = OutputRequest(0, 0, MaskEncoding.RAW_U8, composite=CompositeRequest(
         Background(blur_radius=12.0), 90))  # fmt: skip
@@ -332,7 +336,11 @@ async def test_through_the_batch_runner_every_frame_gets_its_own_answer(
     corrupt, each answered on its own, in the order each caller sent them."""
     gpu, _ = paths
     pipeline = ModelPipeline(
-        gpu.engine, gpu, BatchPolicy(max_queue_delay_ms=50.0), ServiceMetrics().for_model("m")
+        gpu.engine,
+        gpu,
+        BatchPolicy(max_queue_delay_ms=50.0),
+        ServiceMetrics().for_model("m"),
+        failing_after_s=3.0,
     )
     await pipeline.start()
     try:

@@ -38,8 +38,6 @@ from service.threads import name_this_thread
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FAILING_AFTER_S = 3.0  # ServiceConfig.engine_failing_after_s sets each runner's own
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -92,6 +90,8 @@ class BatchRunner(Generic[Item, Result]):
         metrics: ModelMetrics,
         name: str,
         clock: Clock = time.monotonic,
+        *,
+        failing_after_s: float,  # an engine failing every batch this long is failing
     ) -> None:
         self._work = work
         self._name = name
@@ -112,7 +112,7 @@ class BatchRunner(Generic[Item, Result]):
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._loop_task: asyncio.Task[None] | None = None
         self._loop_failure: BaseException | None = None
-        self.engine_health = EngineHealth(DEFAULT_FAILING_AFTER_S, clock)
+        self.engine_health = EngineHealth(failing_after_s, clock)
         self._probe = EngineProbe(
             name, self.engine_health, self._occupancy, self._warm_up, self._wakeup.set
         )

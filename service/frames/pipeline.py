@@ -45,13 +45,20 @@ class ModelPipeline:
         policy: BatchPolicy,
         metrics: ModelMetrics,
         clock: Clock = time.monotonic,
+        *,
+        failing_after_s: float,  # see EngineHealth
     ) -> None:
         self.engine = engine
         self.spec = engine.spec
         self._path = path
         self.clock = clock
         self.batch_runner = BatchRunner(
-            path, policy_for(path, policy), metrics, self.spec.name, clock
+            path,
+            policy_for(path, policy),
+            metrics,
+            self.spec.name,
+            clock,
+            failing_after_s=failing_after_s,
         )
 
     async def start(self) -> None:
