@@ -146,13 +146,13 @@ def test_a_stream_whose_rate_is_not_known_yet_is_waited_for_up_to_the_delay() ->
 
 def test_a_stream_cadence_follows_its_frame_gaps_and_ignores_pauses() -> None:
     cadence = StreamCadence()
-    cadence.frame_arrived(10.0)
+    cadence.frame_started(10.0)
     assert cadence.next_frame_due_at is None  # one frame says nothing of the rate
-    cadence.frame_arrived(10.033)
+    cadence.frame_started(10.033)
     assert cadence.next_frame_due_at == pytest.approx(10.066)
-    cadence.frame_arrived(15.0)  # the caller paused: the gap is not its frame rate
+    cadence.frame_started(15.0)  # the caller paused: the gap is not its frame rate
     assert cadence.next_frame_due_at == pytest.approx(15.033)
-    cadence.frame_arrived(15.053)  # a late frame moves the estimate a little, not all the way
+    cadence.frame_started(15.053)  # a late frame moves the estimate a little, not all the way
     assert 15.053 + 0.033 < cadence.next_frame_due_at < 15.053 + 0.053
 
 
