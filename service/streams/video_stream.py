@@ -26,8 +26,9 @@ from service.streams.stats import RecentStreamFigures
 log = logging.getLogger(__name__)
 
 
-class ModelHandle(Protocol):
-    """The stream's place in its model's batches (`frames.pipeline.StreamHandle`)."""
+class StreamHandle(Protocol):
+    """The stream's place in its model's batches: what `frames.pipeline.StreamHandle` is to
+    the stream (a test may hand in its own segmenter of that shape)."""
 
     model: str
 
@@ -59,7 +60,7 @@ class VideoStream:
     def __init__(
         self,
         stream_id: str,
-        handle: ModelHandle,
+        handle: StreamHandle,
         max_in_flight: int,
         admission: AdmissionScheduler[VideoStream],
         clock: Clock = time.monotonic,
