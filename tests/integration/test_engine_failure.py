@@ -25,10 +25,15 @@ from service.api.readiness import LIVENESS
 from service.app import RunningService, running_server
 from tests.breakable import break_engines
 from tests.helpers import loopback_config
+from tests.integration.test_client_failover import (
+    check_streams,
+    longest_run_without_mask,
+    start_client,
+    stop_client,
+)
+from tests.integration.test_health_and_reflection import health_status
 from tests.photos import astronaut_jpeg
 from tests.replica_dns import ReplicasResolver, dns_server, dns_target
-from tests.test_failover import check_streams, longest_run_without_mask, start_client, stop_client
-from tests.test_health import health_status
 
 
 async def wait_until(condition, timeout_s: float = 60.0) -> float:  # type: ignore[no-untyped-def]

@@ -28,7 +28,7 @@ from tests import podman
 from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.cpu"
 DEPLOYMENT = ROOT / "deploy" / "kubernetes" / "base" / "deployment.yaml"
 TAG = "localhost/segmentation:cpu"

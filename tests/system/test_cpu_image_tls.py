@@ -14,7 +14,7 @@ from segmentation_client import SegmentationClient
 from tests import podman
 from tests.certificates import CertificateAuthority
 from tests.photos import astronaut_jpeg
-from tests.test_container import Container, _port, _start, as_kubernetes_runs_it, image
+from tests.system.test_cpu_image import Container, _port, _start, as_kubernetes_runs_it, image
 
 __all__ = ["image"]  # the image fixture, built (or found in podman's cache) once per module
 pytestmark = pytest.mark.timeout(1800)

@@ -19,10 +19,10 @@ import yaml
 from segmentation_client import FrameToSend, SegmentationClient
 from service.app import RunningService, running_server
 from tests.helpers import loopback_config
+from tests.integration.test_metrics_in_prometheus import prometheus, query  # noqa: F401 (prometheus: a fixture)
 from tests.photos import video_frame_jpeg
-from tests.test_metrics import prometheus, query  # noqa: F401 (prometheus: a fixture)
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "kubernetes" / "prometheus-adapter-rules.yaml"
 AUTOSCALER = ROOT / "deploy" / "kubernetes" / "base" / "horizontalpodautoscaler.yaml"
 NAMESPACE = "calls"

@@ -16,7 +16,7 @@ import yaml
 from service.api.readiness import LIVENESS
 from service.config import ENV_PREFIX, ServiceConfig
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.32"
 HEALTHCHECK = ["segmentation-healthcheck"]

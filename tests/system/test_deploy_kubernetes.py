@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES_VERSION = "1.32"
 DOCKERFILES = sorted((DEPLOY / "docker").glob("Dockerfile.*"))

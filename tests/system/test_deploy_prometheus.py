@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 CONFIG = PROMETHEUS / "prometheus.yml"
 RECORDING = PROMETHEUS / "rules" / "recording.yml"

@@ -1,5 +1,5 @@
 """The `segmentation` GStreamer element against real servers on loopback: pipelines built with
-GStreamer's Python bindings (tests/gst_pipeline.py, in a process of their own) carry frames of a
+GStreamer's Python bindings (loadtest/gst_pipeline.py, in a process of their own) carry frames of a
 real photo through the element into an appsink."""
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from tests.photos import encode_jpeg, grace_hopper_rgb
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 GREEN = np.array([0, 177, 64], np.float32)
 WIDTH, HEIGHT = 640, 480
-ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"  # kept after the run, not committed
+ARTIFACTS = Path(__file__).parents[2] / "test-artifacts"  # kept after the run, not committed
 
 
 def camera_frame() -> np.ndarray:

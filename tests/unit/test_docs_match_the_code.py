@@ -10,7 +10,7 @@ from pathlib import Path
 
 from service.config import ServiceConfig
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 SETTINGS_GUIDE = ROOT / "docs" / "configuration.md"  # holds the settings table
 TEST_COMMAND = "make test"  # what the README tells people to run, and all that CI runs

@@ -15,7 +15,7 @@ from service.batching.occupancy import EngineOccupancy
 from service.batching.runner import BatchRunner
 from service.errors import EngineFailure, FrameError, FrameErrorReason
 from tests.helpers import FakeClock
-from tests.test_batch_runner import HalfWork, make_runner, queue
+from tests.unit.test_batch_loop import HalfWork, make_runner, queue
 
 
 def health_on(clock: FakeClock) -> tuple[EngineHealth, list[bool]]:

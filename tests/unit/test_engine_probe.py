@@ -14,7 +14,7 @@ from service.batching.probe import MIN_PROBE_INTERVAL_S
 from service.batching.runner import BatchRunner
 from service.errors import EngineFailure, FrameError
 from tests.helpers import FakeClock
-from tests.test_batch_runner import HalfWork, make_runner, queue
+from tests.unit.test_batch_loop import HalfWork, make_runner, queue
 
 
 class GatedWork(HalfWork):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SERVICE = Path(__file__).parent.parent / "service"
+SERVICE = Path(__file__).parents[2] / "service"
 MAX_LINES = 300
 
 # Top to bottom. A module may import its own layer's modules and any layer below; the two

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from loadtest.gst_process import ROOT, run_pipeline
-from tests.conformance.scenarios import Driver, command_driver
+from tests.integration.conformance.scenarios import Driver, command_driver
 from tests.photos import astronaut_rgb
 
 WIDTH, HEIGHT = 320, 240
@@ -56,4 +56,6 @@ def element_driver(folder: Path) -> Driver:
     return drive
 
 
-GATEWAY_DRIVER = command_driver((sys.executable, "-m", "tests.conformance.gateway_driver"), ROOT)
+GATEWAY_DRIVER = command_driver(
+    (sys.executable, "-m", "tests.integration.conformance.gateway_driver"), ROOT
+)

@@ -2,7 +2,7 @@
 library: the same frames, to the same server, in the same run, through each client's
 conformance driver. Prints the figures; asserts nothing.
 
-    python -m tests.conformance.client_cpu [--frames 300] [--fps 60] [--rounds 2]
+    python -m tests.integration.conformance.client_cpu [--frames 300] [--fps 60] [--rounds 2]
 
 Each driver's CPU time (user + system, from the kernel's accounting of the finished process) is
 measured for a long and a short stream; their difference over the difference in frames is the
@@ -19,14 +19,14 @@ import tempfile
 from pathlib import Path
 
 from loadtest.local_server import ServerProcess
-from tests.conformance.node_package import built_node_client
-from tests.conformance.scenarios import BASE_FLAGS, start_driver
+from tests.integration.conformance.node_package import built_node_client
+from tests.integration.conformance.scenarios import BASE_FLAGS, start_driver
 from tests.photos import video_frame_jpeg
 
-ROOT = Path(__file__).parents[2]
+ROOT = Path(__file__).parents[3]
 DRIVERS = {
-    "python": (sys.executable, "-m", "tests.conformance.python_driver"),
-    "node": ("node", str(ROOT / "tests" / "conformance" / "node_driver.js")),
+    "python": (sys.executable, "-m", "tests.integration.conformance.python_driver"),
+    "node": ("node", str(ROOT / "tests" / "integration" / "conformance" / "node_driver.js")),
 }
 SHORT_FRAMES = 30
 

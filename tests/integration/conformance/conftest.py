@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.local_server import ServerProcess
-from tests.conformance.scenarios import SHARED_FLAGS, start_replicas
+from tests.integration.conformance.scenarios import SHARED_FLAGS, start_replicas
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import av
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import RetryPolicy, SegmentationClient
 from segmentation_webrtc.tracks import SegmentationSession
-from tests.conformance.adapter_drivers import camera_frames
+from tests.integration.conformance.adapter_drivers import camera_frames
 
 
 async def run(spec: dict) -> dict:

@@ -5,7 +5,7 @@
 const fs = require("node:fs");
 const path = require("node:path");
 const { SegmentationClient, SegmentationError, status } = require(
-  process.env.SEGMENTATION_NODE_CLIENT || path.join(__dirname, "..", "..", "clients", "node"),
+  process.env.SEGMENTATION_NODE_CLIENT || path.join(__dirname, "..", "..", "..", "clients", "node"),
 );
 
 async function main(spec) {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-NODE_CLIENT = Path(__file__).parents[2] / "clients" / "node"
+NODE_CLIENT = Path(__file__).parents[3] / "clients" / "node"
 
 
 def built_node_client() -> Path:

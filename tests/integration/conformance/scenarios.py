@@ -29,8 +29,8 @@ from pathlib import Path
 
 from loadtest.local_server import ServerProcess
 from segmentation_client import RECONNECTING, FrameToSend, SegmentationClient
+from tests.integration.test_client_failover import serving_one, wait_for_streams
 from tests.photos import video_frame_jpeg
-from tests.test_failover import serving_one, wait_for_streams
 
 BASE_FLAGS = (
     "--models", "selfie-general", "--engine", "tflite", "--shutdown-grace-s", "5",

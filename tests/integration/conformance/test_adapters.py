@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.local_server import ServerProcess
-from tests.conformance.adapter_drivers import GATEWAY_DRIVER, element_driver
-from tests.conformance.scenarios import SCENARIOS, run_scenario
+from tests.integration.conformance.adapter_drivers import GATEWAY_DRIVER, element_driver
+from tests.integration.conformance.scenarios import SCENARIOS, run_scenario
 
 ADAPTER_SCENARIOS = [name for name, scenario in SCENARIOS.items() if scenario.adapter_check]
 

@@ -1,5 +1,5 @@
 """The Node client (clients/node) runs every conformance scenario (docs/client-contract.md)
-through tests/conformance/node_driver.js."""
+through tests/integration/conformance/node_driver.js."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import pytest
 from loadtest.local_server import ServerProcess, free_port
 from service.app import running_server
 from tests.certificates import CertificateAuthority
-from tests.conformance.node_package import built_node_client
-from tests.conformance.scenarios import (
+from tests.helpers import loopback_config
+from tests.integration.conformance.node_package import built_node_client
+from tests.integration.conformance.scenarios import (
     BASE_FLAGS,
     SCENARIOS,
     check_answers,
@@ -22,12 +23,11 @@ from tests.conformance.scenarios import (
     run_scenario,
     start_replicas_at,
 )
-from tests.helpers import loopback_config
+from tests.integration.test_client_failover import serving_one, wait_for_streams
 from tests.replica_dns import NAME, REPLICAS
-from tests.test_failover import serving_one, wait_for_streams
 
-ROOT = Path(__file__).parents[2]
-DRIVER = ("node", str(ROOT / "tests" / "conformance" / "node_driver.js"))
+ROOT = Path(__file__).parents[3]
+DRIVER = ("node", str(ROOT / "tests" / "integration" / "conformance" / "node_driver.js"))
 
 
 @pytest.fixture(scope="module", autouse=True)

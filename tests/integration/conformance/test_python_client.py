@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from loadtest.local_server import ServerProcess
-from tests.conformance.scenarios import SCENARIOS, command_driver, run_scenario
+from tests.integration.conformance.scenarios import SCENARIOS, command_driver, run_scenario
 
-ROOT = Path(__file__).parents[2]
-DRIVER = (sys.executable, "-m", "tests.conformance.python_driver")
+ROOT = Path(__file__).parents[3]
+DRIVER = (sys.executable, "-m", "tests.integration.conformance.python_driver")
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

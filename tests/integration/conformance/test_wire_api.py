@@ -11,7 +11,7 @@ from pathlib import Path
 from segmentation.v1 import segmentation_pb2 as pb
 from service.api.protocol import WIRE_ERROR_CODES
 from service.errors import FrameErrorReason
-from tests.conformance.node_package import NODE_CLIENT, built_node_client
+from tests.integration.conformance.node_package import NODE_CLIENT, built_node_client
 
 PROTO = NODE_CLIENT.parents[1] / "proto"
 BUF = NODE_CLIENT / "node_modules" / ".bin" / "buf"
