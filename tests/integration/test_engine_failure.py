@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,24 +23,10 @@ from segmentation_client import SegmentationError
 from service.api.readiness import LIVENESS
 from service.app import RunningService, running_server
 from tests.breakable import break_engines
-from tests.helpers import loopback_config
-from tests.integration.test_client_failover import (
-    check_streams,
-    longest_run_without_mask,
-    start_client,
-    stop_client,
-)
-from tests.integration.test_health_and_reflection import health_status
+from tests.client_process import check_streams, longest_run_without_mask, start_client, stop_client
+from tests.helpers import health_status, loopback_config, wait_until
 from tests.photos import astronaut_jpeg
 from tests.replica_dns import ReplicasResolver, dns_server, dns_target
-
-
-async def wait_until(condition, timeout_s: float = 60.0) -> float:  # type: ignore[no-untyped-def]
-    started = time.monotonic()
-    while not condition():
-        assert time.monotonic() - started < timeout_s, "timed out"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
 
 
 async def test_streams_on_a_replica_whose_engine_fails_move_to_a_healthy_one(

@@ -9,7 +9,7 @@ import threading
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loadtest.local_server import free_port
@@ -18,18 +18,11 @@ from service.api.readiness import LIVENESS
 from service.app import SERVICE_NAME, running_server
 from service.engines.tflite import TFLiteEngine
 from tests.breakable import FAILURE, break_engines
-from tests.helpers import loopback_config
+from tests.helpers import health_status, loopback_config, wait_until
 from tests.photos import astronaut_jpeg
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-async def health_status(target: str, service: str = "") -> int:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
-        return response.status
 
 
 async def test_health_is_serving_only_after_the_models_are_warm(
@@ -86,14 +79,13 @@ async def test_reflection_lists_the_services(server) -> None:
     assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
 
 
-async def wait_for_status(target: str, wanted: int, timeout_s: float = 30.0) -> float:
+async def wait_for_status(target: str, wanted: int) -> float:
     """Seconds until readiness says `wanted`, while the caller's frames keep coming."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    while await health_status(target) != wanted:
-        assert loop.time() - started < timeout_s, f"readiness never turned {wanted}"
-        await asyncio.sleep(0.05)
-    return loop.time() - started
+
+    async def says_wanted() -> bool:
+        return await health_status(target) == wanted
+
+    return await wait_until(says_wanted, timeout_s=30.0, what=f"readiness {wanted}")
 
 
 async def test_readiness_follows_an_engine_that_fails_every_batch_and_liveness_stays(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import grpc
 import numpy as np
@@ -16,7 +16,7 @@ from segmentation_client.client import KEEPALIVE_TIME_S
 from service.app import running_server
 from service.errors import FrameError, FrameErrorReason
 from service.frames.codec import JpegCodec
-from tests.helpers import burst_stream, closed_loop_stream, loopback_config
+from tests.helpers import burst_stream, closed_loop_stream, loopback_config, wait_until
 from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
 
 OK = pb.StreamSegmentResponse.OK
@@ -134,13 +134,6 @@ async def test_a_caller_deadline_is_honoured_and_leaves_nothing_behind() -> None
 async def burst_answers(responses: AsyncIterator[pb.StreamSegmentResponse]) -> None:
     async for _ in responses:
         pass
-
-
-async def wait_until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    for _ in range(int(seconds / 0.01)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
 
 
 async def test_a_message_over_the_transport_limit_is_resource_exhausted() -> None:

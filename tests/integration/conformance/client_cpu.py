@@ -20,8 +20,9 @@ from pathlib import Path
 
 from loadtest.local_server import ServerProcess
 from tests.integration.conformance.node_package import built_node_client
-from tests.integration.conformance.scenarios import BASE_FLAGS, start_driver
+from tests.integration.conformance.scenarios import start_driver
 from tests.photos import video_frame_jpeg
+from tests.replicas import REPLICA_FLAGS
 
 ROOT = Path(__file__).parents[3]
 DRIVERS = {
@@ -60,7 +61,7 @@ def main() -> None:
         path.write_bytes(video_frame_jpeg(args.width, args.height, shift=4 * n))
         jpegs.append(str(path))
     per_frame: dict[str, list[float]] = {name: [] for name in DRIVERS}
-    with ServerProcess(*BASE_FLAGS) as server:
+    with ServerProcess(*REPLICA_FLAGS) as server:
         for round_index in range(args.rounds):
             names = list(DRIVERS) if round_index % 2 == 0 else list(reversed(DRIVERS))
             for name in names:

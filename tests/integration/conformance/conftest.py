@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.local_server import ServerProcess
-from tests.integration.conformance.scenarios import SHARED_FLAGS, start_replicas
+from tests.integration.conformance.scenarios import SHARED_FLAGS
+from tests.replicas import start_replicas
 
 
 @pytest.fixture(scope="module")

@@ -29,19 +29,21 @@ from pathlib import Path
 
 from loadtest.local_server import ServerProcess
 from segmentation_client import RECONNECTING, FrameToSend, SegmentationClient
-from tests.integration.test_client_failover import serving_one, wait_for_streams
 from tests.photos import video_frame_jpeg
+from tests.replicas import REPLICA_FLAGS, serving_one, start_replicas, wait_for_streams
 
-BASE_FLAGS = (
-    "--models", "selfie-general", "--engine", "tflite", "--shutdown-grace-s", "5",
-    "--engine-threads", "1", "--decode-workers", "1",
-)  # fmt: skip
 TOKEN = "conformance-token"
 IDLE_TIMEOUT_S = 1.0
 # One server for the scenarios that fault nothing but the stream: a token, and a short idle
 # timeout for the silence scenarios.
-SHARED_FLAGS = (*BASE_FLAGS, "--auth-token", TOKEN, "--stream-idle-timeout-s", str(IDLE_TIMEOUT_S))
-FULL_FLAGS = (*BASE_FLAGS, "--max-streams", "1")
+SHARED_FLAGS = (
+    *REPLICA_FLAGS,
+    "--auth-token",
+    TOKEN,
+    "--stream-idle-timeout-s",
+    str(IDLE_TIMEOUT_S),
+)
+FULL_FLAGS = (*REPLICA_FLAGS, "--max-streams", "1")
 CORRUPT_FRAME = 5
 DRIVER_TIMEOUT_S = 90
 
@@ -176,21 +178,22 @@ _SILENCE = {
     "frames": 20, "fps": 10, "token": TOKEN, "pause_after_frame": 9,
     "pause_s": IDLE_TIMEOUT_S * 2.5,
 }  # fmt: skip
+
+
+def _moved_after(fault: signal.Signals) -> Scenario:
+    """A stream on one of two replicas, moved to the other when `fault` reaches its own."""
+    return Scenario(
+        _STREAMING,
+        _moved,
+        replicas=(REPLICA_FLAGS, REPLICA_FLAGS),
+        fault=fault,
+        adapter_check=_adapter_moved,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
-    "drain": Scenario(
-        _STREAMING,
-        _moved,
-        replicas=(BASE_FLAGS, BASE_FLAGS),
-        fault=signal.SIGTERM,
-        adapter_check=_adapter_moved,
-    ),
-    "kill": Scenario(
-        _STREAMING,
-        _moved,
-        replicas=(BASE_FLAGS, BASE_FLAGS),
-        fault=signal.SIGKILL,
-        adapter_check=_adapter_moved,
-    ),
+    "drain": _moved_after(signal.SIGTERM),
+    "kill": _moved_after(signal.SIGKILL),
     "refusal_elsewhere_room": Scenario(
         {"frames": 60, "fps": 30},
         _served_elsewhere,
@@ -234,24 +237,6 @@ def frame_files(folder: Path) -> list[str]:
             path.write_bytes(video_frame_jpeg(320, 240, shift=4 * n))
         paths.append(str(path))
     return paths
-
-
-def start_replicas(flags: Sequence[tuple[str, ...]]) -> list[ServerProcess]:
-    return start_replicas_at([(replica, {}) for replica in flags])
-
-
-def start_replicas_at(replicas: Sequence[tuple[tuple[str, ...], dict]]) -> list[ServerProcess]:
-    """Starts each (flags, where it listens) side by side, so that the model loads overlap,
-    then waits for each."""
-    servers = [ServerProcess(*flags, **where) for flags, where in replicas]
-    try:
-        for server in servers:
-            server.__enter__()
-    except BaseException:
-        for server in servers:
-            server.stop(signal.SIGKILL)
-        raise
-    return servers
 
 
 @contextlib.asynccontextmanager

@@ -15,16 +15,14 @@ from tests.certificates import CertificateAuthority
 from tests.helpers import loopback_config
 from tests.integration.conformance.node_package import built_node_client
 from tests.integration.conformance.scenarios import (
-    BASE_FLAGS,
     SCENARIOS,
     check_answers,
     command_driver,
     frame_files,
     run_scenario,
-    start_replicas_at,
 )
-from tests.integration.test_client_failover import serving_one, wait_for_streams
 from tests.replica_dns import NAME, REPLICAS
+from tests.replicas import REPLICA_FLAGS, serving_one, start_replicas_at, wait_for_streams
 
 ROOT = Path(__file__).parents[3]
 DRIVER = ("node", str(ROOT / "tests" / "integration" / "conformance" / "node_driver.js"))
@@ -46,7 +44,7 @@ async def test_failover_behind_a_dns_name(dns_port: int, frames_folder: Path) ->
     # only); one drains mid-stream.
     port = free_port()
     servers = start_replicas_at(
-        [(BASE_FLAGS, {"host": host, "port": port}) for host in REPLICAS[:2]]
+        [(REPLICA_FLAGS, {"host": host, "port": port}) for host in REPLICAS[:2]]
     )
     scenario = SCENARIOS["drain"]
     target = f"dns://127.0.0.1:{dns_port}/{NAME.rstrip('.')}:{port}"
