@@ -19,7 +19,14 @@ from service.frames.codec import (
     dct_scale_for,
     scaled_size,
 )
-from tests.photos import astronaut_jpeg, astronaut_rgb, encode_jpeg, video_frame_jpeg
+from tests.photos import (
+    astronaut_jpeg,
+    astronaut_rgb,
+    cmyk_jpeg,
+    encode_jpeg,
+    runaway_scans_jpeg,
+    video_frame_jpeg,
+)
 
 
 @pytest.fixture
@@ -158,11 +165,16 @@ def test_random_bytes_are_corrupt(codec: JpegCodec) -> None:
     assert "JPEG" in error.message
 
 
+def test_a_progressive_jpeg_with_runaway_scans_is_refused() -> None:
+    codec = JpegCodec(max_frame_bytes=1 << 22, max_frame_pixels=1 << 22)
+    with pytest.raises(FrameError) as caught:
+        codec.decode_for_model(runaway_scans_jpeg(), 256, 256)
+    assert caught.value.reason == FrameErrorReason.CORRUPT_JPEG
+
+
 def test_cmyk_gets_a_specific_error(codec: JpegCodec) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(astronaut_rgb()).convert("CMYK").save(buffer, format="JPEG")
     error = assert_frame_error(
-        FrameErrorReason.UNSUPPORTED_JPEG, codec.decode_for_model, buffer.getvalue(), 256, 256
+        FrameErrorReason.UNSUPPORTED_JPEG, codec.decode_for_model, cmyk_jpeg(), 256, 256
     )
     assert "CMYK" in error.message
 
