@@ -1,9 +1,11 @@
 """The README and the guides in docs/ say what the code does: the command CI runs, every
-setting with its default, every folder and top-level module of `service/`, links that resolve
-and make targets that exist."""
+setting with its default, every folder and top-level module of `service/`, links that resolve,
+make targets that exist, test files that exist, and a test named by each row of the table of
+faults in docs/api.md."""
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -16,6 +18,10 @@ SETTINGS_GUIDE = ROOT / "docs" / "configuration.md"  # holds the settings table
 TEST_COMMAND = "make test"  # what the README tells people to run, and all that CI runs
 LINK = re.compile(r"\]\(([^)#\s]*)(?:#([^)\s]+))?\)")  # [text](target#fragment)
 DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md")), ROOT / "loadtest" / "README.md"]
+FAULTS = ROOT / "docs" / "api.md"  # holds the table of faults, a test named by each row
+FAULTS_HEADER = "| input or fault | what the caller gets | its test |"
+NAMED_TEST = re.compile(r"`(tests/[\w/]+\.py)::(\w+)`")
+TEST_FILE = re.compile(r"\btests/[\w/]+\.py\b")
 
 
 def code_block_lines(markdown: str) -> list[str]:
@@ -131,3 +137,57 @@ def test_the_make_commands_cited_exist_and_take_no_options() -> None:
                 if target not in targets or option:
                     wrong.append(f"{document.relative_to(ROOT)}: make {target}{option}")
     assert not wrong, f"make commands that make refuses: {wrong}"
+
+
+def fault_rows() -> list[str]:
+    """The rows of the table of faults, header and rule left out."""
+    lines = FAULTS.read_text().splitlines()
+    assert FAULTS_HEADER in lines, f"{FAULTS.name} has no table of faults headed {FAULTS_HEADER!r}"
+    rows = []
+    for line in lines[lines.index(FAULTS_HEADER) + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(line)
+    return rows
+
+
+def defined_tests(path: Path) -> set[str]:
+    """The names of the test functions a test module defines at its top level."""
+    tree = ast.parse(path.read_text())
+    return {
+        node.name
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.name.startswith("test_")
+    }
+
+
+def test_every_row_of_the_table_of_faults_names_tests_that_exist() -> None:
+    rows = fault_rows()
+    assert len(rows) >= 20, f"the table of faults has only {len(rows)} rows: misparsed?"
+    untested, missing = [], []
+    for row in rows:
+        fault = row.split("|")[1].strip()
+        named = NAMED_TEST.findall(row.split("|")[-2])  # the row's last cell
+        if not named:
+            untested.append(fault)
+        for path, name in named:
+            module = ROOT / path
+            if not module.is_file() or name not in defined_tests(module):
+                missing.append(f"{fault}: {path}::{name}")
+    assert not untested, f"rows of the table of faults that name no test: {untested}"
+    assert not missing, f"tests named by the table of faults that do not exist: {missing}"
+
+
+def test_the_test_files_the_documents_name_exist() -> None:
+    documents = [*DOCUMENTS, ROOT / "deploy" / "prometheus" / "README.md"]
+    named = {
+        (document.relative_to(ROOT), path)
+        for document in documents
+        for path in TEST_FILE.findall(document.read_text())
+    }
+    assert named, "no document names a test file: the pattern is broken"
+    missing = sorted(
+        f"{document}: {path}" for document, path in named if not (ROOT / path).is_file()
+    )
+    assert not missing, f"test files named that do not exist: {missing}"

@@ -230,6 +230,23 @@ async def test_the_cheap_checks_answer_damaged_frames_as_the_cpu_path(
         await cpu.prepare(FrameJob(fine, RAW))
 
 
+async def test_damage_inside_the_image_data_passes_the_cheap_checks_the_cpu_path_refuses(
+    paths: tuple[GpuFramePath, CpuFramePath],
+) -> None:
+    """A zeroed stretch amid the scan, the end intact: no check of the structure sees it, so on
+    a GPU host nvJPEG decodes it (into a damaged picture) where libjpeg-turbo says corrupt_jpeg.
+    docs/api.md's table says so; a cheaper check that finds it makes this test fail."""
+    gpu, cpu = paths
+    jpeg = video_frame_jpeg(640, 480)
+    scan = jpeg.index(b"\xff\xda")
+    third = (len(jpeg) - scan) // 3
+    damaged = jpeg[: scan + third] + bytes(third) + jpeg[scan + 2 * third :]
+    await gpu.prepare(FrameJob(damaged, RAW))
+    with pytest.raises(FrameError) as raised:
+        await cpu.prepare(FrameJob(damaged, RAW))
+    assert raised.value.reason == FrameErrorReason.CORRUPT_JPEG
+
+
 class _BrokenDevice(CpuFrameDevice):
     """What a CUDA device does after it failed, which cannot happen on the CPU: each decode
     raises, and so does the device's synchronise when `sticky`."""
