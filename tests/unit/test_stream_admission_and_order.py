@@ -1,7 +1,7 @@
 """Newest-frame admission and answer order of one stream.
 
 The pipeline is replaced by a segmenter whose frames finish when the test says, so that every
-interleaving is chosen by the test; the real pipeline is exercised in test_server.py.
+interleaving is chosen by the test; the real pipeline is exercised in test_calls_and_answers.py.
 """
 
 from __future__ import annotations
