@@ -81,10 +81,12 @@ async def burst_stream(
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout_s: float = 60.0, what: str = ""
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float = 60.0,
+    what: str | Callable[[], str] = "",
 ) -> float:
     """Seconds until `condition()` holds (polled while the event loop runs on); fails, naming
-    `what`, if it does not within `timeout_s`."""
+    `what` (or what it says at the timeout, a callable), if it does not within `timeout_s`."""
     started = time.monotonic()
     while True:
         held = condition()
@@ -92,7 +94,9 @@ async def wait_until(
             held = await held
         if held:
             return time.monotonic() - started
-        assert time.monotonic() - started < timeout_s, f"timed out waiting for {what or condition}"
+        if time.monotonic() - started >= timeout_s:
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {said or condition}")
         await asyncio.sleep(0.01)
 
 

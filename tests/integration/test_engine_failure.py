@@ -46,8 +46,17 @@ async def test_streams_on_a_replica_whose_engine_fails_move_to_a_healthy_one(
         async with running_server(configs[0]) as failing, running_server(configs[1]) as healthy:
             replicas: tuple[RunningService, RunningService] = (failing, healthy)
             client = start_client(dns_target(dns_port, port), streams, frames, 2.0)
+
+            def on_each_replica() -> bool:
+                if client.poll() is not None:  # it will never open them: say why
+                    raise AssertionError(f"the client ended: {client.communicate()[1]}")
+                return all(len(r.streams) for r in replicas)
+
+            def held() -> str:
+                return f"a stream on each replica; they hold {[len(r.streams) for r in replicas]}"
+
             try:
-                await wait_until(lambda: all(len(r.streams) for r in replicas))
+                await wait_until(on_each_replica, what=held)
                 on_failing = len(failing.streams)
                 switches[0].break_engine()
                 moved_after_s = await wait_until(lambda: len(healthy.streams) == streams)
