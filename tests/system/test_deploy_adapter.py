@@ -109,7 +109,9 @@ async def test_the_adapter_rules_answer_per_pod_from_a_real_prometheus(prometheu
                         series[rule["name"]["as"]] = {s["metric"]["pod"] for s in found}
                         result = await asyncio.to_thread(query, prometheus_url, metrics_query(rule))
                         answers[rule["name"]["as"]] = by_pod(result)
-                    if answers["segmentation_active_streams"].get(PODS[0]) == 2:
+                    # Both pods scraped (their series found) and the streams open on the first.
+                    scraped = all(pods == set(PODS) for pods in series.values())
+                    if scraped and answers["segmentation_active_streams"].get(PODS[0]) == 2:
                         break
             finally:
                 stop.set()

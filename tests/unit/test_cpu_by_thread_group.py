@@ -31,5 +31,7 @@ def test_cpu_time_lands_in_the_group_of_the_thread_that_spent_it() -> None:
     assert set(spent.seconds) == set(GROUPS)
     assert spent.seconds["codec"] >= 0.2  # /proc counts in clock ticks
     assert spent.seconds["engine"] == 0.0
-    assert sum(spent.ticks.values()) >= spent.ticks["codec"]
+    # Each group's ticks grew or stayed; `other` may read one tick short (the process's total
+    # and its threads' ticks are read one after the other, not at one instant).
+    assert all(ticks >= (-1 if group == "other" else 0) for group, ticks in spent.ticks.items())
     assert spent.total_s == sum(spent.ticks.values()) / os.sysconf("SC_CLK_TCK")
