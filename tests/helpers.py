@@ -1,13 +1,18 @@
 """What several test modules share that is not a fixture: the loopback config, a clock moved by
-hand, and ways of streaming frames through a client. Fixtures live in conftest.py."""
+hand, ways of streaming frames through a client, waiting for a condition, and a health check.
+Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 # ENGINE_INDEPENDENT lives here so that modules can import it without importing conftest.
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, SegmentationClient
@@ -73,3 +78,31 @@ async def burst_stream(
             yield FrameToSend(frame_id, jpeg)
 
     return [response async for response in client.stream(frames(), **options)]
+
+
+async def wait_until(
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout_s: float = 60.0,
+    what: str | Callable[[], str] = "",
+) -> float:
+    """Seconds until `condition()` holds (polled while the event loop runs on); fails, naming
+    `what` (or what it says at the timeout, a callable), if it does not within `timeout_s`."""
+    started = time.monotonic()
+    while True:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return time.monotonic() - started
+        if time.monotonic() - started >= timeout_s:
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout_s:g} s waiting for {said or condition}")
+        await asyncio.sleep(0.01)
+
+
+async def health_status(target: str, service: str = "") -> int:
+    """The server's gRPC health answer for `service` ("" for the whole server: readiness)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        return response.status

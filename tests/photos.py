@@ -42,3 +42,19 @@ def video_frame_jpeg(width: int = 640, height: int = 480, shift: int = 0) -> byt
     """A video-sized frame: the astronaut photo stretched to width x height, panned by `shift`."""
     frame = Image.fromarray(np.roll(astronaut_rgb(), shift, axis=1)).resize((width, height))
     return encode_jpeg(np.asarray(frame))
+
+
+def runaway_scans_jpeg() -> bytes:
+    """A progressive JPEG of a real photo whose last scan repeats 600 times: libjpeg-turbo
+    would decode every one of them unless scans are limited."""
+    jpeg = encode_jpeg(astronaut_rgb()[:64, :64], progressive=True)
+    last_scan = jpeg.rfind(b"\xff\xda")
+    end = jpeg.rfind(b"\xff\xd9")
+    return jpeg[:end] + jpeg[last_scan:end] * 600 + jpeg[end:]
+
+
+def cmyk_jpeg() -> bytes:
+    """The astronaut as a CMYK JPEG (Adobe's layout, as print workflows write it)."""
+    buffer = io.BytesIO()
+    Image.fromarray(astronaut_rgb()).convert("CMYK").save(buffer, format="JPEG")
+    return buffer.getvalue()

@@ -14,7 +14,8 @@ class StreamCadence:
         self._last_at: float | None = None
         self._interval_s: float | None = None
 
-    def frame_arrived(self, now: float) -> None:
+    def frame_started(self, now: float) -> None:
+        """Takes the time one of the stream's frames starts on its way to a batch."""
         if self._last_at is not None and now - self._last_at < self._LONGEST_GAP_S:
             gap = now - self._last_at
             if self._interval_s is None:

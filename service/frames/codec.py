@@ -55,7 +55,7 @@ class _StrictTurboJPEG(TurboJPEG):
     is the one place to change that: turning warnings into errors with
     `warnings.catch_warnings` would change process-wide state from several codec threads at
     once (it is not thread-safe before Python 3.14). The version is pinned below 2, and
-    `tests/test_fuzz.py` fails if a release renames the method.
+    `tests/integration/test_corrupt_frames.py` fails if a release renames the method.
     """
 
     def _TurboJPEG__report_error(self, handle: object) -> None:

@@ -2,8 +2,9 @@
 (where the tests run them). Images are (C, H, W), float unless said otherwise.
 
 The formulas' parameters have one home, `refine` (the smoother's blend, `Background`'s blur
-and cache); the CPU path runs them with OpenCV, these with torch, and tests/test_gpu_path.py
-checks that both agree within one level of 255 on the same input."""
+and cache); the CPU path runs them with OpenCV, these with torch, and
+tests/unit/test_gpu_frame_path_on_cpu.py checks that both agree within one level of 255 on the same
+input."""
 
 from __future__ import annotations
 

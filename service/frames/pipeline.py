@@ -116,7 +116,7 @@ class StreamHandle:
 
     async def segment(self, jpeg: bytes, sequence: int) -> SegmentedFrame:
         """Segments the stream's frame number `sequence` (its arrival order)."""
-        self._cadence.frame_arrived(self._clock())
+        self._cadence.frame_started(self._clock())
         return await self._pipeline.run(FrameJob(jpeg, self.request, self._smoother, sequence))
 
     def close(self) -> None:

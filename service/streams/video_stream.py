@@ -26,8 +26,9 @@ from service.streams.stats import RecentStreamFigures
 log = logging.getLogger(__name__)
 
 
-class ModelHandle(Protocol):
-    """The stream's place in its model's batches (`frames.pipeline.StreamHandle`)."""
+class StreamHandle(Protocol):
+    """The stream's place in its model's batches: what `frames.pipeline.StreamHandle` is to
+    the stream (a test may hand in its own segmenter of that shape)."""
 
     model: str
 
@@ -37,7 +38,10 @@ class ModelHandle(Protocol):
 
 
 @dataclass(eq=False)
-class _AdmittedFrame:
+class _UnwrittenFrame:
+    """A frame read off the call, from its arrival (admitted or not) until its answer is
+    written back: the stream's bound of unwritten answers counts these."""
+
     frame: IncomingFrame
     arrived_at: float
     sequence: int  # arrival order within the stream
@@ -56,7 +60,7 @@ class VideoStream:
     def __init__(
         self,
         stream_id: str,
-        handle: ModelHandle,
+        handle: StreamHandle,
         max_in_flight: int,
         admission: AdmissionScheduler[VideoStream],
         clock: Clock = time.monotonic,
@@ -70,9 +74,9 @@ class VideoStream:
         self._admission = admission
         self._arrivals = 0
         self._clock = clock
-        self._unwritten: deque[_AdmittedFrame] = deque()  # in frame order
+        self._unwritten: deque[_UnwrittenFrame] = deque()  # in frame order
         self.max_unwritten = max_unwritten
-        self._waiting: _AdmittedFrame | None = None
+        self._waiting: _UnwrittenFrame | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self._input_ended = False
         self._failure: BaseException | None = None
@@ -109,7 +113,7 @@ class VideoStream:
         """Admits a frame: starts it, or makes it the waiting one (dropping the one before)."""
         now = self._clock()
         self._arrivals += 1
-        pending = _AdmittedFrame(frame, now, self._arrivals)
+        pending = _UnwrittenFrame(frame, now, self._arrivals)
         self._unwritten.append(pending)
         if len(self._unwritten) >= self.max_unwritten:
             self._room.clear()
@@ -148,7 +152,7 @@ class VideoStream:
         self._failure = error
         self._wake_writer()
 
-    def _answer(self, pending: _AdmittedFrame, answer: FrameAnswer) -> None:
+    def _answer(self, pending: _UnwrittenFrame, answer: FrameAnswer) -> None:
         if pending.answer is None and not self._closed:
             pending.answer = answer
             self._wake_writer()
@@ -211,7 +215,7 @@ class VideoStream:
         self._admission.frame_done()  # streams queued before this one go first
         self._admission.admit(self)
 
-    async def _process(self, pending: _AdmittedFrame) -> None:
+    async def _process(self, pending: _UnwrittenFrame) -> None:
         frame = pending.frame
         admission_wait_s = self._clock() - pending.arrived_at
         try:
