@@ -313,17 +313,17 @@ async def test_a_decode_error_of_the_frames_themselves_fails_each_frame_as_corru
     assert [result.reason for result in results] == [FrameErrorReason.CORRUPT_JPEG] * 2
 
 
+def _pipeline(gpu: GpuFramePath, max_queue_delay_ms: float) -> ModelPipeline:
+    """The GPU path as the server runs it, behind its own batch runner."""
+    policy, metrics = BatchPolicy(max_queue_delay_ms=max_queue_delay_ms), ServiceMetrics()
+    return ModelPipeline(gpu.engine, gpu, policy, metrics.for_model("m"), failing_after_s=3.0)
+
+
 async def test_the_gpu_path_bills_its_decode_and_encode_to_their_stages(
     paths: tuple[GpuFramePath, CpuFramePath],
 ) -> None:
     gpu, _ = paths
-    pipeline = ModelPipeline(
-        gpu.engine,
-        gpu,
-        BatchPolicy(max_queue_delay_ms=1.0),
-        ServiceMetrics().for_model("m"),
-        failing_after_s=3.0,
-    )
+    pipeline = _pipeline(gpu, max_queue_delay_ms=1.0)
     request = OutputRequest(0, 0, MaskEncoding.RAW_U8, composite=CompositeRequest(
         Background(blur_radius=12.0), 90))  # fmt: skip
     job = FrameJob(video_frame_jpeg(1280, 720), request)
@@ -352,13 +352,7 @@ async def test_through_the_batch_runner_every_frame_gets_its_own_answer(
     """The path as the server drives it: frames from several callers batched together, one
     corrupt, each answered on its own, in the order each caller sent them."""
     gpu, _ = paths
-    pipeline = ModelPipeline(
-        gpu.engine,
-        gpu,
-        BatchPolicy(max_queue_delay_ms=50.0),
-        ServiceMetrics().for_model("m"),
-        failing_after_s=3.0,
-    )
+    pipeline = _pipeline(gpu, max_queue_delay_ms=50.0)
     await pipeline.start()
     try:
         good = video_frame_jpeg(640, 480)
