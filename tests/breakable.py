@@ -2,9 +2,9 @@
 and process exit.
 
 A broken GPU (a sticky CUDA error, a lost context) cannot happen on a CPU test machine, so the
-server runs its real frame path and real model, and while the test has broken it, `run_batch`
-and `warm_up` raise the EngineFailure that the GPU path raises for a broken device. Everything
-around it (the batch runner, readiness, the streams, the client) is the real thing.
+server runs its real frame path and real model, and while the test has broken it, `run_batch`,
+`warm_up` and `probe` raise the EngineFailure that the GPU path raises for a broken device.
+Everything around it (the batch runner, readiness, the streams, the client) is the real thing.
 """
 
 from __future__ import annotations
@@ -65,6 +65,10 @@ class BreakablePath:
     def warm_up(self) -> None:
         self._switch.check()
         self._path.warm_up()
+
+    def probe(self) -> None:
+        self._switch.check()
+        self._path.probe()
 
 
 def breakable_paths(

@@ -1,10 +1,10 @@
-"""The engine probe: while a model's engine is failing, it runs the engine's warm-up now and
-then, and the first that succeeds is the engine's recovery.
+"""The engine probe: while a model's engine is failing, it runs the smallest batch through it
+now and then (`BatchWork.probe`), and the first that succeeds is the engine's recovery.
 
 A failing engine gets no traffic (readiness is NOT_SERVING, its streams ended, new ones
-refused), so no batch could ever tell that it works again: the probe does. The warm-up was
-written to run before the model serves, alone on the engine; so the probe waits until no batch
-runs and, while it waits and runs, `probing` tells the batch runner to start none. Once the
+refused), so no batch could ever tell that it works again: the probe does, alone on the engine
+as the warm-up runs before the model serves; so the probe waits until no batch runs and, while
+it waits and runs, `probing` tells the batch runner to start none. Once the
 runner stops, no probe starts.
 """
 
@@ -19,7 +19,7 @@ from service.batching.occupancy import EngineOccupancy
 
 log = logging.getLogger(__name__)
 
-MIN_PROBE_INTERVAL_S = 0.2  # a warm-up runs every batch shape: not back to back
+MIN_PROBE_INTERVAL_S = 0.2  # a probe holds the engine alone: not back to back
 
 
 class EngineProbe:
@@ -30,13 +30,13 @@ class EngineProbe:
         name: str,
         health: EngineHealth,
         occupancy: EngineOccupancy,
-        warm_up: Callable[[], Awaitable[None]],  # runs the warm-up on an engine thread
+        run_probe: Callable[[], Awaitable[None]],  # runs the probe batch on an engine thread
         probed: Callable[[], None],  # told after each probe: batches may start again
     ) -> None:
         self._name = name
         self._health = health
         self._occupancy = occupancy
-        self._warm_up = warm_up
+        self._run_probe = run_probe
         self._probed = probed
         self.probing = False  # the probe has the engine, or waits for it: start no batch
         self._stopping = False
@@ -61,7 +61,7 @@ class EngineProbe:
             self.probing = True
             try:
                 await self._occupancy.idle.wait()
-                await self._warm_up()
+                await self._run_probe()
             except Exception as error:
                 self._health.batch_failed(error)
             else:

@@ -49,6 +49,10 @@ class BatchWork(Protocol[Item, Result]):
         """Runs every batch shape once, on an engine thread, before anything is served."""
         ...
 
+    def probe(self) -> None:
+        """Runs the smallest batch once, on an engine thread: whether a failing engine works."""
+        ...
+
     def run_batch(self, items: Sequence[Item]) -> Sequence[Result | FrameError]:
         """One result per item, in order, on an engine thread; a FrameError fails that item
         alone."""
@@ -114,7 +118,7 @@ class BatchRunner(Generic[Item, Result]):
         self._loop_failure: BaseException | None = None
         self.engine_health = EngineHealth(failing_after_s, clock)
         self._probe = EngineProbe(
-            name, self.engine_health, self._occupancy, self._warm_up, self._wakeup.set
+            name, self.engine_health, self._occupancy, self._run_probe, self._wakeup.set
         )
 
     @property
@@ -266,6 +270,9 @@ class BatchRunner(Generic[Item, Result]):
 
     async def _warm_up(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._engine_executor, self._work.warm_up)
+
+    async def _run_probe(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._engine_executor, self._work.probe)
 
     def _run_work(self, items: list[Item]) -> tuple[Sequence[Result | FrameError], float]:
         started = self._clock()

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from service.engines.base import Engine
+from service.engines.base import Engine, blank_frames
 from service.frames.codec import DecodedFrame, JpegCodec
 from service.frames.path import Finished, FrameJob, StageTimes
 from service.frames.refine import composite, guided_upscale
@@ -30,6 +30,9 @@ class CpuFramePath:
 
     def warm_up(self) -> None:
         self.engine.warm_up()
+
+    def probe(self) -> None:
+        self.engine.infer(blank_frames(self._spec, 1))  # the smallest batch, once
 
     def padded_size(self, frames: int) -> int:
         return self.engine.padded_size(frames)

@@ -7,18 +7,17 @@ engine thread, on that thread's own stream: the JPEGs are decoded together on th
 list decode raises for all of them, so then each is decoded alone and only the corrupt ones
 fail, each with its own `corrupt_jpeg`: `gpu_decode`), stretched to the model's input, run
 through the model, smoothed per stream at the model's size in batch order, upscaled, and
-composited and JPEG-encoded on the GPU. Masks
-come back as bytes at their output size, and are encoded on the codec threads (grayscale JPEG,
-PNG and RAW stay on the CPU). Edge-aware upscaling stays on the CPU too: those frames bring the
-model's input and the frame back with their alpha.
+composited and JPEG-encoded on the GPU. Masks come back as bytes at their output size, and are
+encoded on the codec threads (grayscale JPEG, PNG and RAW stay on the CPU). Edge-aware
+upscaling stays on the CPU too: those frames bring the model's input and the frame back with
+their alpha.
 
 A failure of the device itself (its memory exhausted, or a sticky CUDA error that a device
 synchronise then raises) fails the whole batch as an `EngineFailure`, never as corrupt frames.
 Each batch times its own stages on the device (decode; stretch and model; smoothing, upscale,
-composite and encode), so that the answers' timings and the stage metric bill each stage.
-
-Every device call goes through one `FrameDevice` (`gpu_device.py`): the rest is torch tensor
-ops, the same on the CPU, where the tests run it with `CpuFrameDevice`.
+composite and encode), so that the answers' timings and the stage metric bill each stage. Every
+device call goes through one `FrameDevice` (`gpu_device.py`): the rest is torch tensor ops, the
+same on the CPU, where the tests run it with `CpuFrameDevice`.
 """
 
 from __future__ import annotations
@@ -32,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from service.engines.base import blank_frames
 from service.errors import EngineFailure, FrameError
 from service.frames.codec import JpegCodec
 from service.frames.gpu_decode import DeviceDecoder
-from service.frames.gpu_device import FrameDevice
+from service.frames.gpu_device import FrameDevice, tiny_jpeg
 from service.frames.gpu_ops import blended, blurred, resized, to_uint8
 from service.frames.jpeg_checks import check_complete
 from service.frames.path import Finished, FrameJob, StageTimes
@@ -53,8 +53,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GpuPrepared:
-    """A frame between its header check and its batch: still JPEG bytes, with its job (the
-    batch needs its output request, its stream's smoother and its place in the stream)."""
+    """A frame between its header check and its batch: still JPEG bytes, with its job."""
 
     job: FrameJob
     width: int
@@ -113,9 +112,14 @@ class GpuFramePath:
 
     def warm_up(self) -> None:
         self.engine.warm_up()
-        # nvJPEG's first decode and encode set up its handles: not on a caller's frame.
-        from service.frames.gpu_device import tiny_jpeg
+        self._codec_round_trip()  # nvJPEG's first decode and encode set up its handles
 
+    def probe(self) -> None:
+        """A failing engine's probe: nvJPEG and the model once each, the smallest batch."""
+        self._codec_round_trip()
+        self.engine.infer(blank_frames(self._spec, 1))
+
+    def _codec_round_trip(self) -> None:
         with self._device.stream():
             self._device.encode_jpeg(self._device.decode([tiny_jpeg()]), 90)
 

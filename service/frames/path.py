@@ -71,6 +71,11 @@ class FramePath(Protocol):
         """Runs every batch shape once, before the model serves."""
         ...
 
+    def probe(self) -> None:
+        """Runs the smallest batch through the model (and the device's codec) once: whether an
+        engine that failed works again. Unlike `warm_up`, never skipped for having run."""
+        ...
+
     def padded_size(self, frames: int) -> int:
         """Frames the model computes for a batch of `frames`, padding included."""
         ...

@@ -36,6 +36,9 @@ class HalfWork:
     def warm_up(self) -> None:
         pass
 
+    def probe(self) -> None:
+        pass
+
     def padded_size(self, items: int) -> int:
         return items
 

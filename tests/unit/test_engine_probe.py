@@ -1,6 +1,6 @@
-"""The engine probe of the batch runner: while the engine fails, it runs the warm-up alone on
-the engine (after the batches in flight, and before any new one), turns the engine healthy
-when the warm-up succeeds, and never starts once the runner stops. Real engine threads and the
+"""The engine probe of the batch runner: while the engine fails, it runs the probe batch alone
+on the engine (after the batches in flight, and before any new one), turns the engine healthy
+when the probe succeeds, and never starts once the runner stops. Real engine threads and the
 event loop's own sleep between probes; the engine's health on a clock moved by hand."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.unit.test_batch_loop import HalfWork, make_runner, queue
 
 class GatedWork(HalfWork):
     """An engine that fails while `broken`, whose batches hold their thread until `gate` is
-    open, and that logs what ran and whether the warm-up ever shared the engine."""
+    open, and that logs what ran and whether the probe ever shared the engine."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -27,14 +27,14 @@ class GatedWork(HalfWork):
         self.gate = threading.Event()
         self.gate.set()
         self.ran: list[str] = []
-        self.warm_up_started = threading.Event()
+        self.probe_started = threading.Event()
         self.overlaps = 0
         self._lock = threading.Lock()
         self._running: list[str] = []
 
     def _enter(self, what: str) -> None:
         with self._lock:
-            if self._running and "warm_up" in (*self._running, what):
+            if self._running and "probe" in (*self._running, what):
                 self.overlaps += 1
             self._running.append(what)
             self.ran.append(what)
@@ -53,15 +53,15 @@ class GatedWork(HalfWork):
         finally:
             self._leave("batch")
 
-    def warm_up(self) -> None:
-        self._enter("warm_up")
-        self.warm_up_started.set()
+    def probe(self) -> None:
+        self._enter("probe")
+        self.probe_started.set()
         try:
             time.sleep(0.02)  # long enough for a batch started meanwhile to overlap it
             if self.broken:
                 raise EngineFailure("still broken")
         finally:
-            self._leave("warm_up")
+            self._leave("probe")
 
 
 async def start_batch(runner: BatchRunner, clock: FakeClock, item: str) -> asyncio.Task:
@@ -93,12 +93,12 @@ async def test_the_probe_waits_for_the_batches_in_flight_and_starts_none_meanwhi
     assert runner.batches_in_flight == 1
     work.gate.set()
     await asyncio.gather(held, return_exceptions=True)
-    assert await asyncio.to_thread(work.warm_up_started.wait, 5.0)
-    assert work.ran == ["batch", "batch", "warm_up"]  # after "b", before "c"
+    assert await asyncio.to_thread(work.probe_started.wait, 5.0)
+    assert work.ran == ["batch", "batch", "probe"]  # after "b", before "c"
     recovered = asyncio.Event()
     runner.engine_health.on_change(lambda failing: None if failing else recovered.set())
     work.broken = False
-    await asyncio.wait_for(recovered.wait(), 5.0)  # a warm-up succeeded
+    await asyncio.wait_for(recovered.wait(), 5.0)  # a probe succeeded
     runner.start_due_batches()
     assert (await later).result == 0.5
     assert work.overlaps == 0

@@ -418,3 +418,22 @@ def test_a_cuda_engine_without_cuda_jpeg_keeps_the_cpu_path_and_says_why(
     why = [r.getMessage() for r in caplog.records if "CUDA JPEG does not work" in r.getMessage()]
     assert why and "cuda:0: " in why[0] and "Error" in why[0]  # the exception, by its type
     assert any("frames on the CPU" in record.getMessage() for record in caplog.records)
+
+
+async def test_the_probe_runs_the_model_again_where_the_warm_up_would_not(
+    paths: tuple[GpuFramePath, CpuFramePath], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure confined to the model's kernels (the device's codec still works): the engine's
+    warm-up has run once and is skipped, so only the probe can tell the engine is not mended."""
+    for path in paths:
+        path.warm_up()
+        monkeypatch.setattr(path.engine, "infer", _failing_infer)
+        path.warm_up()  # the torch engine's warm-up runs once: it cannot tell
+        with pytest.raises(RuntimeError, match="CUBLAS_STATUS_EXECUTION_FAILED"):
+            path.probe()
+        monkeypatch.undo()
+        path.probe()  # mended: the probe passes
+
+
+def _failing_infer(frames: np.ndarray) -> np.ndarray:
+    raise RuntimeError("CUDA error: CUBLAS_STATUS_EXECUTION_FAILED when calling cublasSgemm")
