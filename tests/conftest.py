@@ -15,6 +15,7 @@ from models.registry import MODELS
 from segmentation_client import SegmentationClient
 from service.app import RunningService, running_server
 from tests.helpers import loopback_config
+from tests.prometheus import running_prometheus
 from tests.replica_dns import ReplicasResolver
 
 
@@ -46,3 +47,10 @@ def dns_port() -> Iterator[int]:
     thread.start()
     yield port
     server.server.shutdown()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real Prometheus: its URL, and its config file, for the test's scrape targets."""
+    with running_prometheus(tmp_path) as started:
+        yield started

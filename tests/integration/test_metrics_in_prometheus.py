@@ -3,76 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
 import statistics
-import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.local_server import free_port, wait_for_http
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation_client import FrameToSend, SegmentationClient
 from service.app import RunningService, running_server
 from tests.helpers import loopback_config
 from tests.photos import video_frame_jpeg
+from tests.prometheus import query, scalar, scrape_target
 
 STREAMS = 4
 FPS = 20
 RUN_S = 8.0
-
-
-@pytest.fixture
-def prometheus(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A real Prometheus; the test writes the scrape target into its config and reloads it."""
-    binary = shutil.which("prometheus")
-    assert binary, "Debian's prometheus package is missing: run `make setup`"
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text("global:\n  scrape_interval: 1s\nscrape_configs: []\n")
-    process = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-         "--log.level=warn"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/-/ready")
-        yield url, config
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def scrape_target(prometheus_url: str, config: Path, metrics_port: int) -> None:
-    config.write_text(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n"
-        "  - job_name: segmentation\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{metrics_port}']\n"
-    )
-    request = urllib.request.Request(f"{prometheus_url}/-/reload", method="POST")
-    urllib.request.urlopen(request, timeout=10).close()
-
-
-def query(prometheus_url: str, expression: str) -> list[dict]:
-    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expression})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return body["data"]["result"]
-
-
-def scalar(prometheus_url: str, expression: str) -> float:
-    result = query(prometheus_url, expression)
-    assert len(result) == 1, f"{expression} gave {result}"
-    return float(result[0]["value"][1])
 
 
 async def open_loop_stream(

@@ -18,9 +18,9 @@ from PIL import Image
 
 from service.app import RunningService
 from tests.helpers import ENGINE_INDEPENDENT
+from tests.integration.conformance.node_package import DRIVER as NODE_DRIVER
 from tests.integration.conformance.node_package import built_node_client
 from tests.integration.conformance.scenarios import check_answers, frame_files
-from tests.integration.conformance.test_node_client import DRIVER as NODE_DRIVER
 from tests.photos import video_frame_jpeg
 from tests.venvs import ROOT, build_wheel, clean_copy, fresh_venv, installed_mb
 

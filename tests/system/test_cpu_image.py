@@ -12,55 +12,33 @@ import re
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-import yaml
 
 from segmentation.v1 import segmentation_pb2 as pb
 from segmentation.v1 import segmentation_pb2_grpc as pb_grpc
 from segmentation_client import SegmentationClient, mask_to_array
 from service.app import running_server
 from tests import podman
+from tests.cpu_image import (
+    Container,
+    as_kubernetes_runs_it,
+    build_cpu_image,
+    kubernetes_pod,
+    published_port,
+    start_container,
+)
 from tests.helpers import loopback_config
 from tests.photos import astronaut_jpeg, grace_hopper_jpeg, video_frame_jpeg
 
 ROOT = Path(__file__).parents[2]
-DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile.cpu"
-DEPLOYMENT = ROOT / "deploy" / "kubernetes" / "base" / "deployment.yaml"
-TAG = "localhost/segmentation:cpu"
 ARTIFACTS = ROOT / "test-artifacts"
 
 # The first build on a machine makes the base image's stand-in and installs every package.
 pytestmark = pytest.mark.timeout(1800)
-
-
-@dataclass
-class Container:
-    name: str
-    target: str = ""  # the published gRPC port on the host's loopback
-    metrics_url: str = ""
-
-    def exec(self, *command: str, user: str | None = None) -> str:
-        user_flag = [f"--user={user}"] if user else []
-        return podman.podman("exec", *user_flag, self.name, *command).stdout
-
-    def logs(self) -> str:
-        result = podman.podman("logs", self.name, check=False)
-        return result.stdout + result.stderr
-
-    def wait_until_healthy(self, timeout_s: float = 180) -> float:
-        """Runs the image's own HEALTHCHECK until it passes; returns the seconds it took."""
-        started = time.monotonic()
-        while podman.podman("healthcheck", "run", self.name, check=False).returncode != 0:
-            state = podman.podman("inspect", "--format={{.State.Status}}", self.name).stdout
-            assert state.strip() == "running", f"{self.name} {state.strip()}:\n{self.logs()}"
-            assert time.monotonic() - started < timeout_s, f"never healthy:\n{self.logs()}"
-            time.sleep(1)
-        return time.monotonic() - started
 
 
 _REPORT: list[str] = []
@@ -87,56 +65,9 @@ def _show_report(pytestconfig: pytest.Config) -> Iterator[None]:
                 terminal.write_line(f"container image: {line}")
 
 
-def kubernetes_pod() -> tuple[dict, dict]:
-    spec = yaml.safe_load(DEPLOYMENT.read_text())["spec"]["template"]["spec"]
-    return spec, spec["containers"][0]
-
-
-def as_kubernetes_runs_it() -> list[str]:
-    """podman flags for the manifests' securityContext, volumes and environment."""
-    pod, container = kubernetes_pod()
-    flags = [f"--user={pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}"]
-    security = container["securityContext"]
-    if security.get("readOnlyRootFilesystem"):
-        flags += ["--read-only", "--read-only-tmpfs=false"]  # only the volumes below are writable
-    if security.get("allowPrivilegeEscalation") is False:
-        flags.append("--security-opt=no-new-privileges")
-    flags += [f"--cap-drop={cap}" for cap in security.get("capabilities", {}).get("drop", [])]
-    volumes = {volume["name"]: volume for volume in pod["volumes"]}
-    for mount in container["volumeMounts"]:
-        assert "emptyDir" in volumes[mount["name"]], "only emptyDir volumes are mirrored"
-        flags.append(f"--tmpfs={mount['mountPath']}:rw,mode=1777")
-    flags += [f"--env={item['name']}={item['value']}" for item in container["env"]]
-    return flags
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    missing = podman.missing_tools()
-    assert not missing, f"{missing} missing: `make test` installs them (Debian packages)"
-    started = time.monotonic()
-    base = podman.base_image(DOCKERFILE)
-    report(
-        f"base image {base}: {podman.ensure_base_image(base)}, {time.monotonic() - started:.0f} s"
-    )
-    started = time.monotonic()
-    image_id = podman.build_image(DOCKERFILE, TAG)
-    report(
-        f"CPU image {TAG} ({image_id[:12]}): {podman.image_size_mb(image_id):.0f} MB, "
-        f"built in {time.monotonic() - started:.0f} s"
-    )
-    return image_id
-
-
-def _start(image: str, name: str, *flags: str) -> Container:
-    podman.podman("rm", "--force", "--ignore", name)
-    podman.podman("run", "--detach", f"--name={name}", *flags, image)
-    return Container(name)
-
-
-def _port(name: str, port: int) -> str:
-    mapping = podman.podman("port", name, f"{port}/tcp").stdout.split()[0]
-    return mapping.replace("0.0.0.0", "127.0.0.1")
+    return build_cpu_image(report)
 
 
 @pytest.fixture(scope="module")
@@ -144,14 +75,14 @@ def containers(image: str) -> Iterator[tuple[Container, Container]]:
     """Two containers at once: one run as the Kubernetes manifests run it, its ports published
     on loopback; one run as `podman run` with no options at all, its network off."""
     suffix = os.getpid()
-    managed = _start(
+    managed = start_container(
         image, f"segmentation-test-k8s-{suffix}", *as_kubernetes_runs_it(),
         "--publish=127.0.0.1::50051", "--publish=127.0.0.1::9090",
     )  # fmt: skip
-    offline = _start(image, f"segmentation-test-offline-{suffix}", "--network=none")
+    offline = start_container(image, f"segmentation-test-offline-{suffix}", "--network=none")
     try:
-        managed.target = _port(managed.name, 50051)
-        managed.metrics_url = f"http://{_port(managed.name, 9090)}/metrics"
+        managed.target = published_port(managed.name, 50051)
+        managed.metrics_url = f"http://{published_port(managed.name, 9090)}/metrics"
         for container in (managed, offline):
             seconds = container.wait_until_healthy()
             report(f"{container.name}: HEALTHCHECK healthy (waited {seconds:.0f} s)")
@@ -225,7 +156,7 @@ def test_the_process_runs_as_10001_and_writes_nowhere_but_tmp(
     assert managed.exec("python", "-c", probe, *folders, user="0").split() == ["/tmp"]
 
 
-def test_metrics_answer_on_their_port(containers: tuple[Container, Container]) -> None:
+def test_metrics_answer_on_theirpublished_port(containers: tuple[Container, Container]) -> None:
     managed, _ = containers
     with urllib.request.urlopen(managed.metrics_url, timeout=10) as response:
         text = response.read().decode()

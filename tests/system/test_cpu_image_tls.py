@@ -13,12 +13,22 @@ import pytest
 from segmentation_client import SegmentationClient
 from tests import podman
 from tests.certificates import CertificateAuthority
+from tests.cpu_image import (
+    Container,
+    as_kubernetes_runs_it,
+    build_cpu_image,
+    published_port,
+    start_container,
+)
 from tests.photos import astronaut_jpeg
-from tests.system.test_cpu_image import Container, _port, _start, as_kubernetes_runs_it, image
 
-__all__ = ["image"]  # the image fixture, built (or found in podman's cache) once per module
 pytestmark = pytest.mark.timeout(1800)
 SECRETS = "/etc/segmentation/tls"
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    return build_cpu_image(lambda line: None)  # the image test reports the build
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +55,8 @@ def _run_with_tls(image: str, name: str, folder: Path, *settings: str) -> Contai
         "--env=SEGMENTATION_MODELS=selfie-general", "--publish=127.0.0.1::50051",
         *(f"--env={setting}" for setting in settings),
     ]  # fmt: skip
-    container = _start(image, name, *flags)
-    container.target = _port(name, 50051)
+    container = start_container(image, name, *flags)
+    container.target = published_port(name, 50051)
     return container
 
 

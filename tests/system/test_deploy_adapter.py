@@ -19,8 +19,8 @@ import yaml
 from segmentation_client import FrameToSend, SegmentationClient
 from service.app import RunningService, running_server
 from tests.helpers import loopback_config
-from tests.integration.test_metrics_in_prometheus import prometheus, query  # noqa: F401 (prometheus: a fixture)
 from tests.photos import video_frame_jpeg
+from tests.prometheus import query
 
 ROOT = Path(__file__).parents[2]
 RULES = ROOT / "deploy" / "kubernetes" / "prometheus-adapter-rules.yaml"
@@ -76,7 +76,7 @@ def test_every_metric_the_autoscaler_scales_on_has_a_rule() -> None:
     )
 
 
-async def test_the_adapter_rules_answer_per_pod_from_a_real_prometheus(prometheus) -> None:  # noqa: F811
+async def test_the_adapter_rules_answer_per_pod_from_a_real_prometheus(prometheus) -> None:
     prometheus_url, prometheus_config = prometheus
     rules = yaml.safe_load(RULES.read_text())["rules"]
     config = loopback_config(models=("selfie-general",), metrics_port=0, max_streams=MAX_STREAMS)

@@ -14,8 +14,8 @@ from service.batching.engine_health import EngineHealth
 from service.batching.occupancy import EngineOccupancy
 from service.batching.runner import BatchRunner
 from service.errors import EngineFailure, FrameError, FrameErrorReason
+from tests.batch_work import HalfWork, make_runner, queue
 from tests.helpers import FakeClock
-from tests.unit.test_batch_loop import HalfWork, make_runner, queue
 
 
 def health_on(clock: FakeClock) -> tuple[EngineHealth, list[bool]]:

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from service.batching.probe import MIN_PROBE_INTERVAL_S
 from service.batching.runner import BatchRunner
 from service.errors import EngineFailure, FrameError
+from tests.batch_work import HalfWork, make_runner, queue
 from tests.helpers import FakeClock
-from tests.unit.test_batch_loop import HalfWork, make_runner, queue
 
 
 class GatedWork(HalfWork):

@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 NODE_CLIENT = Path(__file__).parents[3] / "clients" / "node"
+# The conformance suite's driver of the Node client: a command line that runs one scenario.
+DRIVER = ("node", str(Path(__file__).parent / "node_driver.js"))
 
 
 def built_node_client() -> Path:

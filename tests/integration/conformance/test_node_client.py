@@ -13,7 +13,7 @@ from loadtest.local_server import ServerProcess, free_port
 from service.app import running_server
 from tests.certificates import CertificateAuthority
 from tests.helpers import loopback_config
-from tests.integration.conformance.node_package import built_node_client
+from tests.integration.conformance.node_package import DRIVER, built_node_client
 from tests.integration.conformance.scenarios import (
     SCENARIOS,
     check_answers,
@@ -25,7 +25,6 @@ from tests.replica_dns import NAME, REPLICAS
 from tests.replicas import REPLICA_FLAGS, serving_one, start_replicas_at, wait_for_streams
 
 ROOT = Path(__file__).parents[3]
-DRIVER = ("node", str(ROOT / "tests" / "integration" / "conformance" / "node_driver.js"))
 
 
 @pytest.fixture(scope="module", autouse=True)
