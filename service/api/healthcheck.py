@@ -22,7 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.api.transport import HEALTH_HOST, local_target
-from service.config import ENV_PREFIX, ServiceConfig
+from service.config import ServiceConfig
 from service.settings_parsing import SettingError
 
 
@@ -102,7 +102,7 @@ def check(
         config = ServiceConfig.from_environment(os.environ if environ is None else environ)
         channel, target = channel_for(config, args.target, args.server_name)
     except SettingError as error:
-        variable = ENV_PREFIX + error.name.upper()
+        variable = ServiceConfig.parser().env_name(error.name)
         return False, f"segmentation-healthcheck: the server's setting {variable}: {error}"
     except (HealthcheckError, OSError, ssl.SSLError) as error:
         return False, f"segmentation-healthcheck: {error}"

@@ -22,10 +22,7 @@ if TYPE_CHECKING:
 
 class DeviceDecoder:
     def __init__(self, device: FrameDevice) -> None:
-        import torch
-
         self._device = device
-        self._torch = torch
 
     def decode(self, jpegs: list[bytes]) -> list[torch.Tensor | FrameError]:
         """uint8 (3, H, W) on the device for each JPEG, or its FrameError; raises
@@ -33,7 +30,7 @@ class DeviceDecoder:
         try:
             return list(self._device.decode(jpegs))
         except Exception as error:
-            self._decode_failed(error)
+            self.raise_if_broken(error)  # else the frames were bad
             if len(jpegs) == 1:
                 return [_corrupt(error)]
         return [self._decode_one(jpeg) for jpeg in jpegs]
@@ -42,13 +39,8 @@ class DeviceDecoder:
         try:
             return self._device.decode([jpeg])[0]
         except Exception as error:
-            self._decode_failed(error)
+            self.raise_if_broken(error)  # else the frames were bad
             return _corrupt(error)
-
-    def _decode_failed(self, error: Exception) -> None:
-        if isinstance(error, self._torch.cuda.OutOfMemoryError):
-            raise EngineFailure(f"device memory exhausted: {error}") from error
-        self.raise_if_broken(error)  # else the frames were bad
 
     def raise_if_broken(self, error: BaseException) -> None:
         """An EngineFailure where the device, not a frame, failed: its memory exhausted, or a
@@ -77,8 +69,8 @@ _CUDA_MEMORY_ALLOCATION = re.compile(  # cudaErrorMemoryAllocation is 2
 
 
 def out_of_device_memory(error: BaseException) -> bool:
-    """CUDA's or torch's out-of-memory, or nvJPEG's allocator failure, as torchvision reports
-    them."""
+    """CUDA's or torch's out-of-memory (torch.OutOfMemoryError says "out of memory" too), or
+    nvJPEG's allocator failure, as torchvision reports them."""
     text = str(error)
     return (
         "out of memory" in text.lower()
